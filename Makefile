@@ -58,6 +58,8 @@ FORMAT_FILES = $(shell find common services tests bench -name '*.[ch]' 2>/dev/nu
 .PHONY: all bins tests benches deps up down test test-unit test-integration demo bench \
         format format-check clean help
 .DEFAULT_GOAL := all
+# Generated sources are kept (make would delete them as intermediates).
+.SECONDARY: $(GEN_C) $(GEN_H)
 
 all: bins
 
