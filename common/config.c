@@ -277,8 +277,8 @@ static int config__store(config_t *cfg, const char *key, const char *value)
     return 0;
 }
 
-int config_set(config_t *cfg, const char *key, const char *value, const char *origin,
-               char *errstr, size_t errstr_size)
+int config_set(config_t *cfg, const char *key, const char *value, const char *origin, char *errstr,
+               size_t errstr_size)
 {
     char why[512];
     if (!strncmp(key, "kafka.", 6)) {
@@ -518,12 +518,11 @@ int config_get_hostport(const config_t *cfg, const char *key, char *host, size_t
     return v ? config__split_hostport(v, host, host_size, port) : -1;
 }
 
-int config_apply_kafka(const config_t *cfg, rd_kafka_conf_t *conf, char *errstr,
-                       size_t errstr_size)
+int config_apply_kafka(const config_t *cfg, rd_kafka_conf_t *conf, char *errstr, size_t errstr_size)
 {
     const char *bs = config_get(cfg, "kafka.bootstrap.servers");
-    if (bs && rd_kafka_conf_set(conf, "bootstrap.servers", bs, errstr, errstr_size) !=
-                  RD_KAFKA_CONF_OK)
+    if (bs &&
+        rd_kafka_conf_set(conf, "bootstrap.servers", bs, errstr, errstr_size) != RD_KAFKA_CONF_OK)
         return -1;
     for (size_t i = 0; i < cfg->count; i++) {
         const char *k = cfg->entries[i].key;

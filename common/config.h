@@ -21,7 +21,8 @@ typedef enum {
 } config_type_t;
 
 typedef struct config_def_s {
-    const char *name; /* "engine.batch_max_events"; a "*" segment matches one word: "dispatch.*.url" */
+    const char
+        *name; /* "engine.batch_max_events"; a "*" segment matches one word: "dispatch.*.url" */
     config_type_t type;
     const char *def; /* default as text; NULL = no default (unset) */
     long long min, max;
@@ -42,8 +43,8 @@ void config_destroy(config_t *cfg); /* accepts NULL */
  * Set key to value, checked against the table; origin ("file.conf:12", "-o", "JRP_X") is used in
  * the error. Returns 0, or -1 with "origin: reason" in errstr.
  */
-int config_set(config_t *cfg, const char *key, const char *value, const char *origin,
-               char *errstr, size_t errstr_size);
+int config_set(config_t *cfg, const char *key, const char *value, const char *origin, char *errstr,
+               size_t errstr_size);
 
 /* Load "key = value" lines ('#' comments, blank lines). 0 or -1 naming file and line. */
 int config_load_file(config_t *cfg, const char *path, char *errstr, size_t errstr_size);

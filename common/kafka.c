@@ -48,11 +48,14 @@ rd_kafka_t *kafka_producer_create(const config_t *cfg, const char *transactional
     char tto[24];
     snprintf(tto, sizeof(tto), "%d", transaction_timeout_ms > 0 ? transaction_timeout_ms : 60000);
     const char *const defaults[] = {"linger.ms", "5", "compression.type", "lz4", NULL};
-    const char *const forced[] = {"enable.idempotence", "true",
-                                  "acks", "all",
-                                  "transactional.id", transactional_id,
-                                  "transaction.timeout.ms", transactional_id ? tto : NULL,
-                                  NULL};
+    /* clang-format off */
+    const char *const forced[] = {
+        "enable.idempotence", "true",
+        "acks", "all",
+        "transactional.id", transactional_id,
+        "transaction.timeout.ms", transactional_id ? tto : NULL,
+        NULL};
+    /* clang-format on */
     rd_kafka_conf_t *conf = kafka__conf(cfg, defaults, forced, errstr, errstr_size);
     if (!conf)
         return NULL;
@@ -75,11 +78,17 @@ rd_kafka_t *kafka_producer_create(const config_t *cfg, const char *transactional
 }
 
 rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
-                                  const char *group_instance_id, int read_uncommitted,
-                                  char *errstr, size_t errstr_size)
+                                  const char *group_instance_id, int read_uncommitted, char *errstr,
+                                  size_t errstr_size)
 {
-    const char *const defaults[] = {"auto.offset.reset", "earliest", "session.timeout.ms", "10000",
-                                    "enable.partition.eof", "false", NULL};
+    const char *const defaults[] = {"auto.offset.reset",
+                                    "earliest",
+                                    "session.timeout.ms",
+                                    "10000",
+                                    "enable.partition.eof",
+                                    "false",
+                                    NULL};
+    /* clang-format off */
     const char *const forced[] = {
         "group.id", group_id,
         "group.instance.id", group_instance_id,
@@ -88,6 +97,7 @@ rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
         "partition.assignment.strategy", "range,roundrobin",
         "isolation.level", read_uncommitted ? "read_uncommitted" : "read_committed",
         NULL};
+    /* clang-format on */
     rd_kafka_conf_t *conf = kafka__conf(cfg, defaults, forced, errstr, errstr_size);
     if (!conf)
         return NULL;
@@ -293,7 +303,8 @@ done:
     return rc;
 }
 
-/* --- libuv bridge ------------------------------------------------------------------------------ */
+/* --- libuv bridge ------------------------------------------------------------------------------
+ */
 
 struct kafka_uv_s {
     uv_poll_t poll;

@@ -29,8 +29,8 @@ rd_kafka_t *kafka_producer_create(const config_t *cfg, const char *transactional
  * read_uncommitted is non-zero. Its main queue is redirected to the consumer queue.
  */
 rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
-                                  const char *group_instance_id, int read_uncommitted,
-                                  char *errstr, size_t errstr_size);
+                                  const char *group_instance_id, int read_uncommitted, char *errstr,
+                                  size_t errstr_size);
 
 /* Headers of the contract: jrp-schema always, traceparent when given. Caller owns the result
  * until it is handed to kafka_produce. */
@@ -78,7 +78,7 @@ int kafka_rewind_to_committed(rd_kafka_t *consumer, int timeout_ms, char *errstr
 typedef struct kafka_topic_spec_s {
     const char *name;
     int partitions;
-    int replication_factor; /* -1 = broker default */
+    int replication_factor;    /* -1 = broker default */
     const char *const *config; /* NULL-terminated key, value, key, value, ... or NULL */
 } kafka_topic_spec_t;
 

@@ -2,7 +2,8 @@
  * rules: loading, validating and compiling rule sets, and the matcher. The matcher works by
  * reconciliation: from the subject's listings and grades after the event it derives the measures
  * that should be in force, within the scope the event touches, and compares them with the
- * measures in force, emitting an APPLY for each one missing and a REVOKE for each one no longer due.
+ * measures in force, emitting an APPLY for each one missing and a REVOKE for each one no longer
+ * due.
  */
 #include "rules.h"
 
@@ -189,8 +190,8 @@ static ProtobufCMessage *rules__decode(const ProtobufCMessageDescriptor *desc, c
     json_error_t jerr;
     json_t *json = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json) {
-        errlist_add(el, name, "", "bad_json", "invalid JSON at line %d, column %d: %s",
-                    jerr.line, jerr.column, jerr.text);
+        errlist_add(el, name, "", "bad_json", "invalid JSON at line %d, column %d: %s", jerr.line,
+                    jerr.column, jerr.text);
         return NULL;
     }
     if (!json_is_object(json)) {
@@ -240,8 +241,7 @@ Jrp__V1__RuleSet *rules_load_dir(const char *dir, errlist_t *el)
 
     d = opendir(dir);
     if (!d) {
-        errlist_add(el, dir, "", "io_error", "cannot open the rule directory: %s",
-                    strerror(errno));
+        errlist_add(el, dir, "", "io_error", "cannot open the rule directory: %s", strerror(errno));
         goto err;
     }
     struct dirent *de;
@@ -443,12 +443,11 @@ static void rules__validate_catalogue(const Jrp__V1__RuleSet *rs, errlist_t *el)
         char p[128];
         snprintf(p, sizeof(p), "measures[%zu].code", i);
         if (!ids_is_measure_code(c->code))
-            errlist_add(el, file, p, "bad_format",
-                        "measure code \"%s\" must match [A-Z][A-Z0-9_]+", c->code);
+            errlist_add(el, file, p, "bad_format", "measure code \"%s\" must match [A-Z][A-Z0-9_]+",
+                        c->code);
         for (size_t j = 0; j < i; j++)
             if (!strcmp(rs->catalogue[j]->code, c->code))
-                errlist_add(el, file, p, "duplicate", "measure \"%s\" is listed twice",
-                            c->code);
+                errlist_add(el, file, p, "duplicate", "measure \"%s\" is listed twice", c->code);
         snprintf(p, sizeof(p), "measures[%zu].kind", i);
         if (c->kind == JRP__V1__MEASURE_KIND__MEASURE_KIND_UNSPECIFIED)
             errlist_add(el, file, p, "missing_field", "kind must be incentive or penalty");
@@ -457,9 +456,10 @@ static void rules__validate_catalogue(const Jrp__V1__RuleSet *rs, errlist_t *el)
             errlist_add(el, file, p, "missing_field", "every measure needs a name");
         snprintf(p, sizeof(p), "measures[%zu].basis", i);
         if (c->kind == JRP__V1__MEASURE_KIND__MEASURE_KIND_PENALTY && !c->basis[0])
-            errlist_add(el, file, p, "missing_basis",
-                        "penalty measure \"%s\" must cite its legal basis (全国失信惩戒措施基础清单)",
-                        c->code);
+            errlist_add(
+                el, file, p, "missing_basis",
+                "penalty measure \"%s\" must cite its legal basis (全国失信惩戒措施基础清单)",
+                c->code);
     }
 }
 
@@ -495,7 +495,8 @@ static void rules__validate_memo(const Jrp__V1__RuleSet *rs, size_t mi, errlist_
                         m->effective_from);
     }
     if (m->n_triggers == 0)
-        errlist_add(el, file, "triggers", "missing_field", "a memorandum needs at least one trigger");
+        errlist_add(el, file, "triggers", "missing_field",
+                    "a memorandum needs at least one trigger");
     for (size_t t = 0; t < m->n_triggers; t++) {
         const Jrp__V1__Trigger *tr = m->triggers[t];
         int is_list = tr->list[0] != '\0', is_grade = tr->grade_field[0] != '\0';
@@ -518,7 +519,8 @@ static void rules__validate_memo(const Jrp__V1__RuleSet *rs, size_t mi, errlist_
             } else if (m->kind == JRP__V1__MEASURE_KIND__MEASURE_KIND_PENALTY &&
                        !strncmp(tr->list, "red.", 4)) {
                 errlist_add(el, file, p, "bad_trigger",
-                            "a penalty memorandum cannot be triggered by a red list (%s)", tr->list);
+                            "a penalty memorandum cannot be triggered by a red list (%s)",
+                            tr->list);
             }
             if (tr->n_grades) {
                 snprintf(p, sizeof(p), "triggers[%zu].grades", t);
@@ -545,7 +547,8 @@ static void rules__validate_memo(const Jrp__V1__RuleSet *rs, size_t mi, errlist_
                     "subject_types must name at least one of enterprise, person, vehicle");
     rules__validate_types(m->subject_types, m->n_subject_types, file, "subject_types", el);
     if (m->n_measures == 0)
-        errlist_add(el, file, "measures", "missing_field", "a memorandum needs at least one measure");
+        errlist_add(el, file, "measures", "missing_field",
+                    "a memorandum needs at least one measure");
     for (size_t k = 0; k < m->n_measures; k++) {
         const Jrp__V1__MemorandumMeasure *mm = m->measures[k];
         snprintf(p, sizeof(p), "measures[%zu].department", k);
@@ -678,8 +681,8 @@ rules_t *rules_compile(Jrp__V1__RuleSet *rs, char *errstr, size_t errstr_size)
         rm->m = m;
         rm->from_ms = rules_date_ms(m->effective_from);
         /* effective_until is the last day in force: the bound is the next midnight. */
-        rm->until_ms = m->effective_until[0] ? rules_date_ms(m->effective_until) + MS_PER_DAY
-                                             : INT64_MAX;
+        rm->until_ms =
+            m->effective_until[0] ? rules_date_ms(m->effective_until) + MS_PER_DAY : INT64_MAX;
         rm->cat = calloc(m->n_measures + 1, sizeof(*rm->cat));
         if (!rm->cat)
             goto oom;
@@ -791,7 +794,8 @@ static int rules__in_scope(const rules_scope_t *sc, const char *list_code, const
         for (size_t i = 0; i < sc->n_lists; i++)
             if (!strcmp(sc->lists[i], list_code))
                 return 1;
-    return sc->grade_field && grade_field && grade_field[0] && !strcmp(sc->grade_field, grade_field);
+    return sc->grade_field && grade_field && grade_field[0] &&
+           !strcmp(sc->grade_field, grade_field);
 }
 
 static int rules__memo_applies(const rules_memo_t *rm, Jrp__V1__SubjectType type, int64_t at_ms)
@@ -802,7 +806,8 @@ static int rules__memo_applies(const rules_memo_t *rm, Jrp__V1__SubjectType type
 
 static int rules__measure_applies(const Jrp__V1__MemorandumMeasure *mm, Jrp__V1__SubjectType type)
 {
-    return mm->n_subject_types == 0 || rules__has_type(mm->subject_types, mm->n_subject_types, type);
+    return mm->n_subject_types == 0 ||
+           rules__has_type(mm->subject_types, mm->n_subject_types, type);
 }
 
 static int rules__due_push(rules_ctx_t *cx, const rules_due_t *d)
@@ -997,7 +1002,8 @@ static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d
     a->subject = rules__subject_copy(cx->st->subject);
     if (!a->subject || rules__set_str(&a->action_id, id) ||
         rules__set_str(&a->department, mm->department) ||
-        rules__set_str(&a->measure_code, mm->measure) || rules__set_str(&a->measure_text, mm->text) ||
+        rules__set_str(&a->measure_code, mm->measure) ||
+        rules__set_str(&a->measure_text, mm->text) ||
         rules__set_str(&a->legal_basis, mm->basis[0] ? mm->basis : c->basis) ||
         rules__set_str(&a->memorandum_id, m->id) ||
         rules__set_str(&a->memorandum_version, m->version) ||
@@ -1242,8 +1248,12 @@ static const char *rules__delist_reason(Jrp__V1__DelistReason r)
 int rules_match(const rules_t *rules, Jrp__V1__SubjectState *st, const Jrp__V1__CreditEvent *ev,
                 int64_t now_ms, const rules_match_opts_t *opts, rules_result_t *res)
 {
-    rules_ctx_t cx = {.rules = rules, .st = st, .cause_event_id = ev->event_id,
-                      .at_ms = ev->occurred_at_ms, .now_ms = now_ms, .res = res};
+    rules_ctx_t cx = {.rules = rules,
+                      .st = st,
+                      .cause_event_id = ev->event_id,
+                      .at_ms = ev->occurred_at_ms,
+                      .now_ms = now_ms,
+                      .res = res};
     char what[200];
     int rc = -1;
     if (rules__seen(st, ev->event_id)) {
@@ -1369,8 +1379,8 @@ int rules_lapse(const rules_t *rules, Jrp__V1__SubjectState *st, int64_t now_ms,
     }
     res->state_changed = 1;
     st->updated_at_ms = now_ms;
-    rules_scope_t sc = {.lists = lists, .n_lists = n_lists,
-                        .incentives = black_before != rules__black_active(st)};
+    rules_scope_t sc = {
+        .lists = lists, .n_lists = n_lists, .incentives = black_before != rules__black_active(st)};
     if (rules__reconcile(&cx, &sc))
         goto done;
     char what[32];

@@ -97,8 +97,7 @@ int64_t rules_next_lapse(const Jrp__V1__SubjectState *st);
 
 /* Deterministic ids: 32 lower-case hex characters of SHA-256 over the parts. */
 void rules_apply_id(const char *cause_event_id, int64_t ruleset_version, const char *memorandum_id,
-                    const char *department, const char *measure, const char *trigger,
-                    char out[33]);
+                    const char *department, const char *measure, const char *trigger, char out[33]);
 void rules_revoke_id(const char *apply_action_id, char out[33]);
 
 /* Hex SHA-256 of data (65 bytes with the NUL). */

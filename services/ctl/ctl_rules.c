@@ -11,9 +11,10 @@
 
 static int ctl_rules_usage(FILE *out, int rc)
 {
-    fprintf(out, "usage: jrpctl rules check DIR\n\n"
-                 "  check DIR   validate the rule directory: catalogue.json, escalations.json and\n"
-                 "              one *.json per memorandum; lists every error by file and JSON path\n");
+    fprintf(out,
+            "usage: jrpctl rules check DIR\n\n"
+            "  check DIR   validate the rule directory: catalogue.json, escalations.json and\n"
+            "              one *.json per memorandum; lists every error by file and JSON path\n");
     return rc;
 }
 

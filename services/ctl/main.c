@@ -37,7 +37,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: jrpctl [-c FILE] [-o key=value]... COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++)
         fprintf(out, "  %-10s %s\n", ctl_commands[i].name, ctl_commands[i].summary);
-    fprintf(out, "\nEvery command takes --help, -c FILE and -o key=value; JRP_* variables apply.\n");
+    fprintf(out,
+            "\nEvery command takes --help, -c FILE and -o key=value; JRP_* variables apply.\n");
 }
 
 int main(int argc, char **argv)

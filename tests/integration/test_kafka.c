@@ -164,8 +164,8 @@ static void test_consume_transform_produce(void **state)
             continue;
         }
         char v[64];
-        int len = snprintf(v, sizeof(v), "out-%.*s-r%d", (int)m->len, (const char *)m->payload,
-                           round);
+        int len =
+            snprintf(v, sizeof(v), "out-%.*s-r%d", (int)m->len, (const char *)m->payload, round);
         assert_int_equal(kafka_produce(tp, out, RD_KAFKA_PARTITION_UA, m->key, m->key_len, v,
                                        (size_t)len, kafka_headers("jrp.v1.Test", NULL), NULL),
                          0);

@@ -99,8 +99,8 @@ static void test_file_errors(void **state)
         const char *p = write_tmp(cases[i].text);
         assert_int_equal(config_load_file(cfg, p, err, sizeof(err)), -1);
         if (!strstr(err, p) || !strstr(err, cases[i].line) || !strstr(err, cases[i].needle))
-            fail_msg("case %zu: error \"%s\" lacks file, \"%s\" or \"%s\"", i, err,
-                     cases[i].line, cases[i].needle);
+            fail_msg("case %zu: error \"%s\" lacks file, \"%s\" or \"%s\"", i, err, cases[i].line,
+                     cases[i].needle);
         unlink(p);
         config_destroy(cfg);
     }
@@ -126,8 +126,13 @@ static void test_precedence_and_args(void **state)
     const char *p = write_tmp("topic.prefix = file.\nengine.group = g-file\nlog.level = warn\n");
     char path[64];
     snprintf(path, sizeof(path), "%s", p);
-    char *envp[] = {"JRP_ENGINE_GROUP=g-env", "JRP_LOG_LEVEL=error", "JRP_TEST_CONF=/x",
-                    "JRP_KAFKA_PORT=1", "JRP_KAFKA_LINGER_MS=7", "PATH=/bin", NULL};
+    char *envp[] = {"JRP_ENGINE_GROUP=g-env",
+                    "JRP_LOG_LEVEL=error",
+                    "JRP_TEST_CONF=/x",
+                    "JRP_KAFKA_PORT=1",
+                    "JRP_KAFKA_LINGER_MS=7",
+                    "PATH=/bin",
+                    NULL};
     char *argv[] = {"prog", "-o", "log.level=debug", "rules", "check", "-c", path, "dir", NULL};
     int argc = 8;
     assert_int_equal(config_from_args(cfg, &argc, argv, envp, err, sizeof(err)), 0);
@@ -192,9 +197,12 @@ static void test_table_consistent(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_file_ok),
-        cmocka_unit_test(test_file_errors),     cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_precedence_and_args), cmocka_unit_test(test_args_errors),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_file_ok),
+        cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_precedence_and_args),
+        cmocka_unit_test(test_args_errors),
         cmocka_unit_test(test_table_consistent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

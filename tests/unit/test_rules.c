@@ -83,11 +83,12 @@ static void remove_dir(void)
     assert_int_equal(system(cmd), 0);
 }
 
-static const char *catalogue =
-    "{\"measures\": ["
-    "{\"code\": \"GREEN_CHANNEL\", \"kind\": \"incentive\", \"name\": \"绿色通道\", \"basis\": \"b\"},"
-    "{\"code\": \"RESTRICT_HANDLING\", \"kind\": \"penalty\", \"name\": \"限制办理\", \"basis\": \"b\"}"
-    "]}";
+static const char *catalogue = "{\"measures\": ["
+                               "{\"code\": \"GREEN_CHANNEL\", \"kind\": \"incentive\", \"name\": "
+                               "\"绿色通道\", \"basis\": \"b\"},"
+                               "{\"code\": \"RESTRICT_HANDLING\", \"kind\": \"penalty\", \"name\": "
+                               "\"限制办理\", \"basis\": \"b\"}"
+                               "]}";
 
 static const char *memo_ok =
     "{\"id\": \"m1\", \"title\": \"t\", \"document_no\": \"d\", \"kind\": \"penalty\","
@@ -130,13 +131,14 @@ static void expect_refused(const char *memo, const char *file, const char *path,
 static void test_unknown_measure_refused(void **state)
 {
     (void)state;
-    expect_refused("{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\","
-                   " \"effective_from\": \"2017-02-01\", \"triggers\": [{\"list\": \"black.x\"}],"
-                   " \"subject_types\": [\"enterprise\"], \"measures\": ["
-                   " {\"department\": \"market\", \"measure\": \"RESTRICT_HANDLING\", \"text\": \"x\"},"
-                   " {\"department\": \"tax\", \"measure\": \"CONFISCATE_EVERYTHING\", \"text\": \"x\"}]}",
-                   "m.json", "measures[1].measure", "unknown_measure",
-                   "\"CONFISCATE_EVERYTHING\" is not in the measure catalogue");
+    expect_refused(
+        "{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\","
+        " \"effective_from\": \"2017-02-01\", \"triggers\": [{\"list\": \"black.x\"}],"
+        " \"subject_types\": [\"enterprise\"], \"measures\": ["
+        " {\"department\": \"market\", \"measure\": \"RESTRICT_HANDLING\", \"text\": \"x\"},"
+        " {\"department\": \"tax\", \"measure\": \"CONFISCATE_EVERYTHING\", \"text\": \"x\"}]}",
+        "m.json", "measures[1].measure", "unknown_measure",
+        "\"CONFISCATE_EVERYTHING\" is not in the measure catalogue");
 }
 
 static void test_bad_memoranda(void **state)
@@ -166,11 +168,12 @@ static void test_bad_memoranda(void **state)
                    "[\"enterprise\"], \"measures\": [{\"department\": \"market\", \"measure\": "
                    "\"RESTRICT_HANDLING\", \"text\": \"x\"}]}",
                    "m.json", "triggers[0].list", "bad_list_code", "grey.x");
-    expect_refused("{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"incentive\", \"effective_from\": "
-                   "\"2017-02-01\", \"triggers\": [{\"list\": \"black.x\"}], \"subject_types\": "
-                   "[\"enterprise\"], \"measures\": [{\"department\": \"market\", \"measure\": "
-                   "\"GREEN_CHANNEL\", \"text\": \"x\"}]}",
-                   "m.json", "triggers[0].list", "bad_trigger", "only be triggered by a red list");
+    expect_refused(
+        "{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"incentive\", \"effective_from\": "
+        "\"2017-02-01\", \"triggers\": [{\"list\": \"black.x\"}], \"subject_types\": "
+        "[\"enterprise\"], \"measures\": [{\"department\": \"market\", \"measure\": "
+        "\"GREEN_CHANNEL\", \"text\": \"x\"}]}",
+        "m.json", "triggers[0].list", "bad_trigger", "only be triggered by a red list");
     expect_refused("{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\", \"effective_from\": "
                    "\"2017-02-01\", \"triggers\": [{\"list\": \"black.x\"}], \"subject_types\": "
                    "[\"enterprise\"], \"measures\": [{\"department\": \"market\", \"measure\": "
@@ -191,21 +194,24 @@ static void test_bad_memoranda(void **state)
                    "[\"company\"], \"measures\": [{\"department\": \"market\", \"measure\": "
                    "\"RESTRICT_HANDLING\", \"text\": \"x\"}]}",
                    "m.json", "subject_types[0]", "bad_enum", NULL);
-    expect_refused("{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\", \"effective_from\": "
-                   "\"2017-02-01\", \"triggers\": [], \"subject_types\": [\"enterprise\"], "
-                   "\"measures\": [{\"department\": \"market\", \"measure\": \"RESTRICT_HANDLING\", "
-                   "\"text\": \"x\"}]}",
-                   "m.json", "triggers", "missing_field", NULL);
-    expect_refused("{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\", \"effective_from\": "
-                   "\"2017-02-01\", \"triggers\": [{\"grade_field\": \"transport\", \"grades\": "
-                   "[\"aa\"]}], \"subject_types\": [\"enterprise\"], \"measures\": [{\"department\": "
-                   "\"market\", \"measure\": \"RESTRICT_HANDLING\", \"text\": \"x\"}]}",
-                   "m.json", "triggers[0].grades[0]", "bad_format", "aa");
-    expect_refused("{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\", \"effective_from\": "
-                   "\"2017-02-01\", \"triggers\": [{\"list\": \"black.x\", \"grade_field\": \"f\"}],"
-                   " \"subject_types\": [\"enterprise\"], \"measures\": [{\"department\": "
-                   "\"market\", \"measure\": \"RESTRICT_HANDLING\", \"text\": \"x\"}]}",
-                   "m.json", "triggers[0]", "bad_trigger", NULL);
+    expect_refused(
+        "{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\", \"effective_from\": "
+        "\"2017-02-01\", \"triggers\": [], \"subject_types\": [\"enterprise\"], "
+        "\"measures\": [{\"department\": \"market\", \"measure\": \"RESTRICT_HANDLING\", "
+        "\"text\": \"x\"}]}",
+        "m.json", "triggers", "missing_field", NULL);
+    expect_refused(
+        "{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\", \"effective_from\": "
+        "\"2017-02-01\", \"triggers\": [{\"grade_field\": \"transport\", \"grades\": "
+        "[\"aa\"]}], \"subject_types\": [\"enterprise\"], \"measures\": [{\"department\": "
+        "\"market\", \"measure\": \"RESTRICT_HANDLING\", \"text\": \"x\"}]}",
+        "m.json", "triggers[0].grades[0]", "bad_format", "aa");
+    expect_refused(
+        "{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\", \"effective_from\": "
+        "\"2017-02-01\", \"triggers\": [{\"list\": \"black.x\", \"grade_field\": \"f\"}],"
+        " \"subject_types\": [\"enterprise\"], \"measures\": [{\"department\": "
+        "\"market\", \"measure\": \"RESTRICT_HANDLING\", \"text\": \"x\"}]}",
+        "m.json", "triggers[0]", "bad_trigger", NULL);
     expect_refused("{\"id\": \"m1\", \"title\": \"t\", \"kind\": \"penalty\", \"effective_from\": "
                    "\"2017-02-01\", \"triggers\": [{\"list\": \"black.x\"}], \"subject_types\": "
                    "[\"enterprise\"], \"measures\": [{\"department\": \"market\", \"measure\": "
@@ -248,10 +254,14 @@ static void test_every_error_listed(void **state)
     errlist_init(&el);
     assert_null(rules_load_dir(tmpdir, &el));
     static const char *expect[][2] = {
-        {"catalogue.json", "measures[0].code"},      {"catalogue.json", "measures[0].basis"},
-        {"catalogue.json", "measures[2].code"},      {"a.json", "measures[0].measure"},
-        {"b.json", "id"},                            {"escalations.json", "escalations[0]"},
-        {"escalations.json", "escalations[1].list"}, {"escalations.json", "escalations[1].then_list"},
+        {"catalogue.json", "measures[0].code"},
+        {"catalogue.json", "measures[0].basis"},
+        {"catalogue.json", "measures[2].code"},
+        {"a.json", "measures[0].measure"},
+        {"b.json", "id"},
+        {"escalations.json", "escalations[0]"},
+        {"escalations.json", "escalations[1].list"},
+        {"escalations.json", "escalations[1].then_list"},
         {"escalations.json", "escalations[1].not_lifted_within_days"},
     };
     for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
@@ -409,8 +419,8 @@ static const char *summary(const rules_result_t *res, Jrp__V1__ActionOp op)
 static void test_listed_enterprise_vehicle_person(void **state)
 {
     fixture_t *fx = *state;
-    Jrp__V1__CreditEvent ev = event("e1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent,
-                                    "black.overload", T0);
+    Jrp__V1__CreditEvent ev =
+        event("e1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent, "black.overload", T0);
     ev.valid_until_ms = T0 + 730 * DAY;
     match(fx, &ev, T0 + 5);
     assert_int_equal(fx->res.outcome, JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_APPLIED);
@@ -460,8 +470,8 @@ static void test_listed_enterprise_vehicle_person(void **state)
 static void test_delisted_lifts_exactly_that_listing(void **state)
 {
     fixture_t *fx = *state;
-    Jrp__V1__CreditEvent ev = event("e1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent,
-                                    "black.overload", T0);
+    Jrp__V1__CreditEvent ev =
+        event("e1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent, "black.overload", T0);
     match(fx, &ev, T0);
     char applied[8][33];
     size_t n_applied = fx->res.n_actions;
@@ -504,8 +514,8 @@ static void test_delisted_lifts_exactly_that_listing(void **state)
 static void test_duplicate_and_horizon(void **state)
 {
     fixture_t *fx = *state;
-    Jrp__V1__CreditEvent ev = event("dup-1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent,
-                                    "black.overload", T0);
+    Jrp__V1__CreditEvent ev =
+        event("dup-1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent, "black.overload", T0);
     match(fx, &ev, T0);
     assert_int_equal(fx->res.n_actions, 5);
     match(fx, &ev, T0 + 29 * DAY);
@@ -513,8 +523,8 @@ static void test_duplicate_and_horizon(void **state)
     assert_int_equal(fx->res.n_actions, 0);
     assert_int_equal(fx->res.state_changed, 0);
     /* Another event later pushes dup-1 out of the 30-day horizon. */
-    Jrp__V1__CreditEvent other = event("other", JRP__V1__EVENT_KIND__EVENT_KIND_LICENSED, &subj_ent,
-                                       NULL, T0 + 31 * DAY);
+    Jrp__V1__CreditEvent other =
+        event("other", JRP__V1__EVENT_KIND__EVENT_KIND_LICENSED, &subj_ent, NULL, T0 + 31 * DAY);
     match(fx, &other, T0 + 31 * DAY);
     assert_int_equal(fx->st->n_processed, 1);
     assert_string_equal(fx->st->processed[0]->event_id, "other");
@@ -523,8 +533,8 @@ static void test_duplicate_and_horizon(void **state)
     for (int i = 0; i < 10; i++) {
         char id[16];
         snprintf(id, sizeof(id), "lic-%d", i);
-        Jrp__V1__CreditEvent lic = event(id, JRP__V1__EVENT_KIND__EVENT_KIND_LICENSED, &subj_ent,
-                                         NULL, T0 + 32 * DAY);
+        Jrp__V1__CreditEvent lic =
+            event(id, JRP__V1__EVENT_KIND__EVENT_KIND_LICENSED, &subj_ent, NULL, T0 + 32 * DAY);
         match(fx, &lic, T0 + 32 * DAY);
         assert_int_equal(fx->res.outcome, JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_NO_MATCH);
     }
@@ -535,8 +545,8 @@ static void test_duplicate_and_horizon(void **state)
 static void test_ids_deterministic(void **state)
 {
     fixture_t *fx = *state;
-    Jrp__V1__CreditEvent ev = event("e1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent,
-                                    "black.overload", T0);
+    Jrp__V1__CreditEvent ev =
+        event("e1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent, "black.overload", T0);
     match(fx, &ev, T0);
     char first[33];
     snprintf(first, sizeof(first), "%s", fx->res.actions[0]->action_id);
@@ -565,8 +575,8 @@ static void test_ids_deterministic(void **state)
 static void test_penalty_beats_incentive(void **state)
 {
     fixture_t *fx = *state;
-    Jrp__V1__CreditEvent ev = event("r1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent,
-                                    "red.construction", T0);
+    Jrp__V1__CreditEvent ev =
+        event("r1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent, "red.construction", T0);
     match(fx, &ev, T0);
     assert_string_equal(summary(&fx->res, JRP__V1__ACTION_OP__ACTION_OP_APPLY),
                         "finance/GREEN_CHANNEL housing/LOWER_DEPOSIT ndrc/KEY_SUPPORT "
@@ -590,7 +600,8 @@ static void test_penalty_beats_incentive(void **state)
     assert_int_equal(fx->res.n_actions, 0);
     assert_int_equal(fx->res.n_suppressed, 5);
     /* The last black listing ends: the incentives of the still valid red listing come back. */
-    ev = event("b2", JRP__V1__EVENT_KIND__EVENT_KIND_DELISTED, &subj_ent, "black.logistics", T0 + 3);
+    ev =
+        event("b2", JRP__V1__EVENT_KIND__EVENT_KIND_DELISTED, &subj_ent, "black.logistics", T0 + 3);
     ev.delist_reason = JRP__V1__DELIST_REASON__DELIST_REASON_EXPIRED;
     match(fx, &ev, T0 + 3);
     assert_string_equal(summary(&fx->res, JRP__V1__ACTION_OP__ACTION_OP_REVOKE),
@@ -610,8 +621,8 @@ static void test_penalty_beats_incentive(void **state)
 static void test_grades(void **state)
 {
     fixture_t *fx = *state;
-    Jrp__V1__CreditEvent ev = event("g1", JRP__V1__EVENT_KIND__EVENT_KIND_GRADED, &subj_ent, NULL,
-                                    T0);
+    Jrp__V1__CreditEvent ev =
+        event("g1", JRP__V1__EVENT_KIND__EVENT_KIND_GRADED, &subj_ent, NULL, T0);
     ev.grade_field = "transport_industry";
     ev.grade = "AA";
     match(fx, &ev, T0);
@@ -640,16 +651,15 @@ static void test_grades(void **state)
 static void test_lapse(void **state)
 {
     fixture_t *fx = *state;
-    Jrp__V1__CreditEvent ev = event("v1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_veh,
-                                    "black.overload", T0);
+    Jrp__V1__CreditEvent ev =
+        event("v1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_veh, "black.overload", T0);
     ev.valid_until_ms = T0 + 10 * DAY;
     match(fx, &ev, T0);
     assert_int_equal(rules_next_lapse(fx->st), T0 + 10 * DAY);
     char lapse_id[64];
     rules_result_clear(&fx->res);
-    assert_int_equal(rules_lapse(fx->rules, fx->st, T0 + 10 * DAY - 1, &fx->res, lapse_id,
-                                 sizeof(lapse_id)),
-                     0);
+    assert_int_equal(
+        rules_lapse(fx->rules, fx->st, T0 + 10 * DAY - 1, &fx->res, lapse_id, sizeof(lapse_id)), 0);
     assert_int_equal(fx->res.n_actions, 0); /* not yet */
     /* Two copies of the state lapse to the same records (a crash between fire and commit). */
     size_t len = jrp__v1__subject_state__get_packed_size(fx->st);
@@ -673,9 +683,8 @@ static void test_lapse(void **state)
     rules_result_t again;
     rules_result_init(&again);
     char lapse_id2[64];
-    assert_int_equal(rules_lapse(fx->rules, copy, T0 + 11 * DAY, &again, lapse_id2,
-                                 sizeof(lapse_id2)),
-                     0);
+    assert_int_equal(
+        rules_lapse(fx->rules, copy, T0 + 11 * DAY, &again, lapse_id2, sizeof(lapse_id2)), 0);
     assert_string_equal(lapse_id, lapse_id2);
     assert_int_equal(again.n_actions, fx->res.n_actions);
     for (size_t i = 0; i < again.n_actions; i++)
@@ -689,8 +698,8 @@ static void test_memorandum_in_force(void **state)
     fixture_t *fx = *state;
     /* overload-2017 is effective from 2017-02-01 (CST): an event the day before matches nothing. */
     int64_t before = rules_date_ms("2017-01-31");
-    Jrp__V1__CreditEvent ev = event("old", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent,
-                                    "black.overload", before);
+    Jrp__V1__CreditEvent ev =
+        event("old", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent, "black.overload", before);
     match(fx, &ev, T0);
     assert_int_equal(fx->res.outcome, JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_NO_MATCH);
     assert_int_equal(fx->res.n_actions, 0);
