@@ -91,6 +91,8 @@ $(OBJDIR)/%.o: %.c | $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
+$(OBJDIR)/tests/%.o: CPPFLAGS += -Itests/support
+
 $(LIBJRP): $(COMMON_OBJ) $(GEN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
