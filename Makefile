@@ -50,12 +50,16 @@ INTEG_SRC := $(wildcard tests/integration/test_*.c)
 TEST_HELPERS := $(patsubst %.c,$(OBJDIR)/%.o,$(wildcard tests/support/*.c))
 TEST_BINS := $(patsubst tests/%.c,$(TESTDIR)/%,$(UNIT_SRC) $(INTEG_SRC))
 
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+FUZZ_CC   ?= clang
+
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(VDIR)/bench/%,$(BENCH_SRC))
 
 FORMAT_FILES = $(shell find common services tests bench -name '*.[ch]' 2>/dev/null)
 
-.PHONY: all bins tests benches deps up down test test-unit test-integration demo bench \
+.PHONY: fuzzers all bins tests benches deps up down test test-unit test-integration demo bench \
         format format-check clean help
 .DEFAULT_GOAL := all
 # Generated sources are kept (make would delete them as intermediates).
@@ -113,6 +117,13 @@ $(VDIR)/bench/%: $(OBJDIR)/bench/%.o $(LIBJRP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# libFuzzer targets: each compiled with clang together with all of common/ (instrumented).
+fuzzers: $(FUZZ_BINS)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(GEN_C) | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
+		-o $@ $< $(COMMON_SRC) $(GEN_C) $(LDLIBS)
+
 # --- the newcomer's commands -----------------------------------------------------------------
 deps:
 	@scripts/deps.sh
@@ -126,6 +137,7 @@ down:
 # make test: everything under ASan+UBSan against a real Kafka and Redis it starts (and stops).
 test: deps
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined tests
+	@$(MAKE) --no-print-directory fuzzers
 	@scripts/test.sh $(BUILD)/san
 
 test-unit: deps

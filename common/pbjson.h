@@ -38,9 +38,9 @@ ProtobufCMessage *pbjson_decode(const ProtobufCMessageDescriptor *desc, const js
  * and report every problem at once. *nerr (if not NULL) is set to the number of errors appended.
  * Returns NULL (with an error in el) only when json is not an object, or on allocation failure.
  */
-ProtobufCMessage *pbjson_decode_partial(const ProtobufCMessageDescriptor *desc,
-                                        const json_t *json, const char *prefix,
-                                        size_t max_string, errlist_t *el, size_t *nerr);
+ProtobufCMessage *pbjson_decode_partial(const ProtobufCMessageDescriptor *desc, const json_t *json,
+                                        const char *prefix, size_t max_string, errlist_t *el,
+                                        size_t *nerr);
 
 /* The short lower-case name of an enum value ("listed" for EVENT_KIND_LISTED). Writes into buf. */
 const char *pbjson_enum_short_name(const ProtobufCEnumDescriptor *desc, int value, char *buf,

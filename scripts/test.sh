@@ -57,6 +57,33 @@ for bin in "$vdir"/tests/unit/test_*; do
     [ -x "$bin" ] && run_binary "$bin"
 done
 
+# Fuzz targets (built by `make fuzzers`), each for a bounded time: a crash or leak fails it.
+run_fuzzer() {
+    local bin=$1 name out rc corpus
+    name=$(basename "$bin")
+    corpus=$(mktemp -d)
+    [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$corpus/"
+    out=$(mktemp)
+    timeout 300 "$bin" -max_total_time="${JRP_FUZZ_SECONDS:-20}" -rss_limit_mb=2048 "$corpus" \
+        >"$out" 2>&1
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "ok   $name: $(grep -o 'Done [0-9]* runs' "$out" | tail -n 1)"
+    else
+        failed=$((failed + 1))
+        failures+=("$bin")
+        echo "---- $bin (exit $rc) ----"
+        tail -n 40 "$out"
+    fi
+    rm -rf "$out" "$corpus"
+}
+if [ "$unit_only" = 0 ]; then
+    for bin in build/fuzz/fuzz_*; do
+        [ -x "$bin" ] && run_fuzzer "$bin"
+    done
+fi
+
 if [ "$unit_only" = 0 ]; then
     if ! deploy/local/up.sh; then
         echo "test: could not start the local Kafka and Redis" >&2
