@@ -22,6 +22,12 @@ const config_def_t config_defs[] = {
      "Redis, redis://[:password@]host:port/db"},
     {"topic.prefix", CONFIG_STRING, "credit.", 0, 0, NULL,
      "prefix of every topic name (credit.events, credit.actions.<department>, ...)"},
+    {"redis.prefix", CONFIG_STRING, "jrp:", 0, 0, NULL,
+     "prefix of every Redis key jrp writes (several deployments can share one Redis)"},
+    {"topic.partitions", CONFIG_INT, "6", 1, 10000, NULL,
+     "partitions of the topics jrp creates; credit.state always gets credit.events' count"},
+    {"topic.replication_factor", CONFIG_INT, "-1", -1, 32, NULL,
+     "replication factor of the topics jrp creates (-1 = the broker's default)"},
     {"log.level", CONFIG_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe level logged"},
     {"log.format", CONFIG_ENUM, "plain", 0, 0, "plain|json", "log lines as plain text or JSON"},
     /* jrp-engine. */
@@ -40,6 +46,10 @@ const config_def_t config_defs[] = {
      "how often listings that reached valid_until are looked for"},
     {"engine.transaction_timeout_ms", CONFIG_INT, "60000", 1000, 900000, NULL,
      "Kafka transaction.timeout.ms of the engine's producer"},
+    {"engine.state_cache_max", CONFIG_INT, "100000", 0, 100000000, NULL,
+     "subject states kept in memory for the partitions this engine owns"},
+    {"engine.rules_check_ms", CONFIG_INT, "5000", 100, 600000, NULL,
+     "how often the active rule-set version is checked in Redis (besides pub/sub)"},
     /* jrp-gateway. */
     {"gateway.listen", CONFIG_HOSTPORT, "127.0.0.1:8080", 0, 0, NULL, "HTTP API address"},
     {"gateway.ops_listen", CONFIG_HOSTPORT, NULL, 0, 0, NULL,

@@ -47,7 +47,9 @@ rd_kafka_t *kafka_producer_create(const config_t *cfg, const char *transactional
 {
     char tto[24];
     snprintf(tto, sizeof(tto), "%d", transaction_timeout_ms > 0 ? transaction_timeout_ms : 60000);
-    const char *const defaults[] = {"linger.ms", "5", "compression.type", "lz4", NULL};
+    /* murmur2 places keyed records on the partitions the Java client would choose. */
+    const char *const defaults[] = {"linger.ms",      "5", "compression.type", "lz4", "partitioner",
+                                    "murmur2_random", NULL};
     /* clang-format off */
     const char *const forced[] = {
         "enable.idempotence", "true",
@@ -99,6 +101,31 @@ rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
         NULL};
     /* clang-format on */
     rd_kafka_conf_t *conf = kafka__conf(cfg, defaults, forced, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr_size)
+{
+    char group[64];
+    snprintf(group, sizeof(group), "jrp-reader-%d-%ld", (int)getpid(), (long)time(NULL));
+    /* clang-format off */
+    const char *const forced[] = {
+        "group.id", group,
+        "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false",
+        "enable.partition.eof", "true",
+        "isolation.level", "read_committed",
+        NULL};
+    /* clang-format on */
+    rd_kafka_conf_t *conf = kafka__conf(cfg, NULL, forced, errstr, errstr_size);
     if (!conf)
         return NULL;
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);

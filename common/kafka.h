@@ -32,6 +32,12 @@ rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
                                   const char *group_instance_id, int read_uncommitted, char *errstr,
                                   size_t errstr_size);
 
+/*
+ * A reader: a read_committed consumer for rd_kafka_assign() (never subscribes, never commits)
+ * that reports RD_KAFKA_RESP_ERR__PARTITION_EOF at the end of each partition.
+ */
+rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr_size);
+
 /* Headers of the contract: jrp-schema always, traceparent when given. Caller owns the result
  * until it is handed to kafka_produce. */
 rd_kafka_headers_t *kafka_headers(const char *schema, const char *traceparent);

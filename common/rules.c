@@ -1398,3 +1398,153 @@ done:
     free(cx.due);
     return rc;
 }
+
+/* --- escalation ------------------------------------------------------------------------------ */
+
+void rules_escalation_out_clear(rules_escalation_out_t *out)
+{
+    for (size_t i = 0; i < out->n; i++) {
+        jrp__v1__credit_event__free_unpacked(out->events[i], NULL);
+        jrp__v1__alert__free_unpacked(out->alerts[i], NULL);
+    }
+    free(out->events);
+    free(out->alerts);
+    memset(out, 0, sizeof(*out));
+}
+
+static int rules__fired(const Jrp__V1__SubjectState *st, const char *mark)
+{
+    for (size_t i = 0; i < st->n_escalations_fired; i++)
+        if (!strcmp(st->escalations_fired[i], mark))
+            return 1;
+    return 0;
+}
+
+static int rules__listed_on(const Jrp__V1__SubjectState *st, const char *list_code)
+{
+    return rules__find_listing(st, list_code) >= 0;
+}
+
+/* Fire escalation e for st with the given mark (its identity for "fire once"). */
+static int rules__fire(const Jrp__V1__Escalation *e, Jrp__V1__SubjectState *st, const char *mark,
+                       const char *why, int64_t now_ms, rules_escalation_out_t *out)
+{
+    char hex[65], id[64];
+    rules_sha256_hex(mark, strlen(mark), hex);
+    snprintf(id, sizeof(id), "esc-%.32s", hex);
+    Jrp__V1__CreditEvent *ev = malloc(sizeof(*ev));
+    Jrp__V1__Alert *al = malloc(sizeof(*al));
+    void **eslot, **aslot;
+    if (!ev || !al) {
+        free(ev);
+        free(al);
+        return -1;
+    }
+    jrp__v1__credit_event__init(ev);
+    jrp__v1__alert__init(al);
+    ev->kind = JRP__V1__EVENT_KIND__EVENT_KIND_LISTED;
+    ev->occurred_at_ms = now_ms;
+    ev->valid_from_ms = now_ms;
+    ev->valid_until_ms = e->then_valid_days ? now_ms + e->then_valid_days * MS_PER_DAY : 0;
+    ev->subject = rules__subject_copy(st->subject);
+    al->kind = JRP__V1__ALERT_KIND__ALERT_KIND_ESCALATION;
+    al->raised_at_ms = now_ms;
+    al->subject = rules__subject_copy(st->subject);
+    char alert_id[80], msg[512];
+    snprintf(alert_id, sizeof(alert_id), "alert-%s", id);
+    snprintf(msg, sizeof(msg), "escalation %s: %s; listed on %s", e->id, why, e->then_list);
+    if (!ev->subject || !al->subject || rules__set_str(&ev->event_id, id) ||
+        rules__set_str(&ev->source_department, "jrp") ||
+        rules__set_str(&ev->list_code, e->then_list) || rules__set_str(&al->alert_id, alert_id) ||
+        rules__set_str(&al->message, msg) || rules__set_str(&al->escalation_id, e->id) ||
+        rules__set_str(&al->derived_event_id, id))
+        goto oom;
+    eslot = rules__push((void ***)&out->events, &out->n);
+    if (!eslot)
+        goto oom;
+    out->n--; /* rules__push counted it; alerts share the count */
+    aslot = rules__push((void ***)&out->alerts, &out->n);
+    if (!aslot)
+        goto oom;
+    *eslot = ev;
+    *aslot = al;
+    void **mslot = rules__push((void ***)&st->escalations_fired, &st->n_escalations_fired);
+    if (!mslot || !(*mslot = strdup(mark))) {
+        if (mslot)
+            st->n_escalations_fired--;
+        return -1; /* ev and al now belong to out */
+    }
+    return 0;
+oom:
+    jrp__v1__credit_event__free_unpacked(ev, NULL);
+    jrp__v1__alert__free_unpacked(al, NULL);
+    return -1;
+}
+
+int rules_escalate(const rules_t *rules, Jrp__V1__SubjectState *st, int64_t now_ms,
+                   rules_escalation_out_t *out)
+{
+    const Jrp__V1__RuleSet *rs = rules->rs;
+    for (size_t i = 0; i < rs->n_escalations; i++) {
+        const Jrp__V1__Escalation *e = rs->escalations[i];
+        if (rules__listed_on(st, e->then_list))
+            continue;
+        char mark[2048], why[256];
+        if (e->focus_fields_at_least) {
+            /* Distinct focus fields; the mark is the set of focus listings, so a new episode
+             * (listings changed) may fire again. */
+            size_t fields = 0, ml = (size_t)snprintf(mark, sizeof(mark), "%s|", e->id);
+            for (size_t a = 0; a < st->n_listings; a++) {
+                const char *code = st->listings[a]->list_code;
+                if (strncmp(code, "focus.", 6) || !strcmp(code, e->then_list))
+                    continue;
+                fields++;
+                if (ml < sizeof(mark))
+                    ml += (size_t)snprintf(mark + ml, sizeof(mark) - ml, "%s;",
+                                           st->listings[a]->cause_event_id);
+            }
+            if (fields < (size_t)e->focus_fields_at_least || rules__fired(st, mark))
+                continue;
+            snprintf(why, sizeof(why), "on focus lists in %zu fields", fields);
+            if (rules__fire(e, st, mark, why, now_ms, out))
+                return -1;
+        } else {
+            ssize_t at = rules__find_listing(st, e->list);
+            if (at < 0)
+                continue;
+            const Jrp__V1__Listing *l = st->listings[at];
+            if (l->listed_at_ms + e->not_lifted_within_days * MS_PER_DAY > now_ms)
+                continue;
+            snprintf(mark, sizeof(mark), "%s|%s", e->id, l->cause_event_id);
+            if (rules__fired(st, mark))
+                continue;
+            snprintf(why, sizeof(why), "%s not lifted within %d days", e->list,
+                     e->not_lifted_within_days);
+            if (rules__fire(e, st, mark, why, now_ms, out))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int64_t rules_next_due(const rules_t *rules, const Jrp__V1__SubjectState *st)
+{
+    int64_t next = rules_next_lapse(st);
+    const Jrp__V1__RuleSet *rs = rules->rs;
+    for (size_t i = 0; i < rs->n_escalations; i++) {
+        const Jrp__V1__Escalation *e = rs->escalations[i];
+        if (e->focus_fields_at_least || rules__listed_on(st, e->then_list))
+            continue;
+        ssize_t at = rules__find_listing(st, e->list);
+        if (at < 0)
+            continue;
+        char mark[512];
+        snprintf(mark, sizeof(mark), "%s|%s", e->id, st->listings[at]->cause_event_id);
+        if (rules__fired(st, mark))
+            continue;
+        int64_t due = st->listings[at]->listed_at_ms + e->not_lifted_within_days * MS_PER_DAY;
+        if (!next || due < next)
+            next = due;
+    }
+    return next;
+}

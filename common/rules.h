@@ -13,6 +13,7 @@
 
 #include "errlist.h"
 #include "jrp/v1/action.pb-c.h"
+#include "jrp/v1/alert.pb-c.h"
 #include "jrp/v1/decision.pb-c.h"
 #include "jrp/v1/event.pb-c.h"
 #include "jrp/v1/rules.pb-c.h"
@@ -94,6 +95,26 @@ int rules_lapse(const rules_t *rules, Jrp__V1__SubjectState *st, int64_t now_ms,
 
 /* The earliest valid_until_ms of st's listings, or 0 if none lapses. */
 int64_t rules_next_lapse(const Jrp__V1__SubjectState *st);
+
+/*
+ * The escalations of the rule set that are due for st at now_ms (a subject on focus lists in at
+ * least N fields; a focus listing not lifted within D days). Each fired escalation yields a
+ * derived LISTED event (source department "jrp", deterministic event id) to be published on
+ * credit.events, and an Alert; st records it so it fires once. Returns 0 or -1 (no memory).
+ */
+typedef struct rules_escalation_out_s {
+    Jrp__V1__CreditEvent **events; /* owned */
+    Jrp__V1__Alert **alerts;       /* owned, alerts[i] goes with events[i] */
+    size_t n;
+} rules_escalation_out_t;
+
+int rules_escalate(const rules_t *rules, Jrp__V1__SubjectState *st, int64_t now_ms,
+                   rules_escalation_out_t *out);
+void rules_escalation_out_clear(rules_escalation_out_t *out);
+
+/* When st next needs attention without an event: the earliest lapse or time-based escalation,
+ * or 0 for never. */
+int64_t rules_next_due(const rules_t *rules, const Jrp__V1__SubjectState *st);
 
 /* Deterministic ids: 32 lower-case hex characters of SHA-256 over the parts. */
 void rules_apply_id(const char *cause_event_id, int64_t ruleset_version, const char *memorandum_id,

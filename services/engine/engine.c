@@ -1,0 +1,1407 @@
+/*
+ * engine: the orchestrator. One consumer, one transactional producer, one blocking Redis
+ * connection and one libuv loop. A batch is collected while the consumer queue has records
+ * (natural batching: small batches at low rates, full ones under load), then decided in memory
+ * and committed in one transaction with its input offsets; Redis is written after the commit.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "codec.h"
+#include "ids.h"
+#include "jrp/v1/alert.pb-c.h"
+#include "jrp/v1/decision.pb-c.h"
+#include "kafka.h"
+#include "log.h"
+#include "rules.h"
+#include "rulesync.h"
+#include "store.h"
+
+#define ENGINE_CRON_MS 50
+#define ENGINE_KEY_MAX 160
+#define ENGINE_TXN_TIMEOUT_MS 30000
+#define ENGINE_LAPSE_BATCH 500
+
+/* --- the in-memory state cache ---------------------------------------------------------------- */
+
+typedef struct cache_entry_s {
+    char *key;
+    int32_t partition;
+    Jrp__V1__SubjectState *st;
+    struct cache_entry_s *next;
+} cache_entry_t;
+
+typedef struct cache_s {
+    cache_entry_t **buckets;
+    size_t n_buckets;
+    size_t count;
+} cache_t;
+
+static uint64_t cache__hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static int cache_init(cache_t *c, size_t n_buckets)
+{
+    c->buckets = calloc(n_buckets, sizeof(*c->buckets));
+    c->n_buckets = n_buckets;
+    c->count = 0;
+    return c->buckets ? 0 : -1;
+}
+
+static void cache_clear(cache_t *c)
+{
+    for (size_t i = 0; i < c->n_buckets; i++) {
+        cache_entry_t *e = c->buckets[i];
+        while (e) {
+            cache_entry_t *next = e->next;
+            free(e->key);
+            if (e->st)
+                jrp__v1__subject_state__free_unpacked(e->st, NULL);
+            free(e);
+            e = next;
+        }
+        c->buckets[i] = NULL;
+    }
+    c->count = 0;
+}
+
+static cache_entry_t *cache_get(cache_t *c, const char *key)
+{
+    for (cache_entry_t *e = c->buckets[cache__hash(key) % c->n_buckets]; e; e = e->next)
+        if (!strcmp(e->key, key))
+            return e;
+    return NULL;
+}
+
+/* Insert key with st (taking ownership of st); returns the entry or NULL. */
+static cache_entry_t *cache_put(cache_t *c, const char *key, int32_t partition,
+                                Jrp__V1__SubjectState *st)
+{
+    cache_entry_t *e = calloc(1, sizeof(*e));
+    if (!e || !(e->key = strdup(key))) {
+        free(e);
+        return NULL;
+    }
+    size_t b = cache__hash(key) % c->n_buckets;
+    e->partition = partition;
+    e->st = st;
+    e->next = c->buckets[b];
+    c->buckets[b] = e;
+    c->count++;
+    return e;
+}
+
+static void cache_remove(cache_t *c, const char *key)
+{
+    cache_entry_t **pp = &c->buckets[cache__hash(key) % c->n_buckets];
+    for (; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key))
+            continue;
+        cache_entry_t *e = *pp;
+        *pp = e->next;
+        free(e->key);
+        if (e->st)
+            jrp__v1__subject_state__free_unpacked(e->st, NULL);
+        free(e);
+        c->count--;
+        return;
+    }
+}
+
+/* --- the engine --------------------------------------------------------------------------------
+ */
+
+/* One subject touched by the batch being processed. */
+typedef struct subject_ref_s {
+    cache_entry_t *entry;
+    int dirty;
+    int64_t state_offset; /* from the delivery report of its changelog record */
+    uint8_t *packed;      /* the changelog record's bytes, kept for the Redis write */
+    size_t packed_len;
+} subject_ref_t;
+
+/* One input record of the batch. */
+typedef struct item_s {
+    rd_kafka_message_t *m;
+    Jrp__V1__CreditEvent *ev; /* NULL when it goes to the dead-letter topic */
+    char code[48];            /* dead letter: stable reason token */
+    char reason[512];         /* dead letter: human-readable reason */
+    size_t subject;           /* index into the batch's subjects */
+} item_t;
+
+struct engine_s {
+    uv_loop_t *loop;
+    const config_t *cfg;
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    rd_kafka_queue_t *consumer_queue;
+    kafka_uv_t *bridge;
+    uv_timer_t cron;
+    int cron_started;
+    store_t *store;
+    rules_t *rules;
+    rules_match_opts_t opts;
+    cache_t cache;
+    size_t cache_max;
+
+    char topic_events[256], topic_state[256], topic_decisions[256], topic_alerts[256];
+    char topic_dlq[256], actions_prefix[256];
+    char instance[128];
+
+    /* The partitions of credit.events this engine owns. */
+    int32_t *owned;
+    size_t n_owned;
+    int64_t *known_progress; /* per partition number: highest state offset Redis holds */
+    size_t n_known;
+    int needs_recovery;
+    int paused;
+    int subscribed;
+
+    /* The batch being collected. */
+    item_t *items;
+    size_t n_items, cap_items;
+    uint64_t batch_started_ms;
+    size_t batch_max;
+    uint64_t batch_max_ms;
+
+    subject_ref_t *subjects;
+    size_t n_subjects, cap_subjects;
+    int dr_failures;
+    size_t dr_pending;
+
+    uint64_t next_lapse_ms, next_rules_ms, next_health_ms;
+    int stopping;
+    int failed;
+    void (*on_stopped)(void *arg);
+    void *on_stopped_arg;
+    engine_stats_t stats;
+};
+
+static int64_t engine__wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void engine__fatal(engine_t *eng, const char *what, const char *why)
+{
+    log_error("fatal: %s: %s", what, why);
+    eng->failed = 1;
+    uv_stop(eng->loop);
+}
+
+/* --- delivery reports ------------------------------------------------------------------------- */
+
+static void engine__on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    engine_t *eng = opaque;
+    (void)rk;
+    if (m->err) {
+        eng->dr_failures++;
+        log_warn("delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
+                 rd_kafka_err2str(m->err));
+    }
+    if (m->_private) { /* a changelog record: remember where it landed */
+        subject_ref_t *ref = &eng->subjects[(size_t)m->_private - 1];
+        ref->state_offset = m->err ? -1 : m->offset;
+        if (eng->dr_pending)
+            eng->dr_pending--;
+    }
+}
+
+/* --- rules --------------------------------------------------------------------------------------
+ */
+
+static int engine__ensure_topics(engine_t *eng, const Jrp__V1__RuleSet *rs, char *errstr,
+                                 size_t errstr_size)
+{
+    const char **depts = NULL;
+    size_t n = 0;
+    if (rs && rulesync_departments(rs, &depts, &n)) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    int rc = rulesync_ensure_topics(eng->cfg, depts, n, NULL, errstr, errstr_size);
+    free(depts);
+    return rc;
+}
+
+/* Load the active rule set from Redis (restoring Redis from credit.rules if it has none) and
+ * swap it in when it is another version. 0 (also when there is none yet) or -1. */
+static int engine__check_rules(engine_t *eng)
+{
+    char err[512];
+    int64_t active = 0;
+    if (store_rules_active(eng->store, &active, err, sizeof(err))) {
+        log_warn("%s", err);
+        return -1;
+    }
+    if (active == 0) {
+        size_t restored = 0;
+        if (rulesync_restore(eng->cfg, eng->store, &restored, err, sizeof(err))) {
+            log_warn("restoring rules from Kafka: %s", err);
+            return -1;
+        }
+        if (restored)
+            log_info("Redis had no rules: restored %zu versions from Kafka", restored);
+        if (store_rules_active(eng->store, &active, err, sizeof(err)) || active == 0)
+            return 0;
+    }
+    if (eng->rules && rules_version(eng->rules) == active)
+        return 0;
+    Jrp__V1__RuleSet *rs = NULL;
+    int rc = store_rules_get(eng->store, active, &rs, err, sizeof(err));
+    if (rc) {
+        log_warn("rule set %lld: %s", (long long)active, rc > 0 ? "missing" : err);
+        return -1;
+    }
+    if (engine__ensure_topics(eng, rs, err, sizeof(err))) {
+        jrp__v1__rule_set__free_unpacked(rs, NULL);
+        log_warn("topics for rule set %lld: %s", (long long)active, err);
+        return -1;
+    }
+    rules_t *rules = rules_compile(rs, err, sizeof(err)); /* takes rs */
+    if (!rules) {
+        log_error("rule set %lld does not compile: %s", (long long)active, err);
+        return -1;
+    }
+    if (eng->rules)
+        eng->stats.rules_swaps++;
+    log_info("rule set version %lld in force (was %lld)", (long long)active,
+             eng->rules ? (long long)rules_version(eng->rules) : 0LL);
+    rules_destroy(eng->rules);
+    eng->rules = rules;
+    eng->stats.rules_version = active;
+    return 0;
+}
+
+/* --- assignment and recovery --------------------------------------------------------------------
+ */
+
+static int64_t *engine__progress_slot(engine_t *eng, int32_t p)
+{
+    if ((size_t)p >= eng->n_known) {
+        size_t n = (size_t)p + 16;
+        int64_t *k = realloc(eng->known_progress, n * sizeof(*k));
+        if (!k)
+            return NULL;
+        for (size_t i = eng->n_known; i < n; i++)
+            k[i] = -1;
+        eng->known_progress = k;
+        eng->n_known = n;
+    }
+    return &eng->known_progress[p];
+}
+
+static void engine__pause(engine_t *eng, int pause)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(eng->consumer, &parts) || !parts)
+        return;
+    if (parts->cnt) {
+        if (pause)
+            rd_kafka_pause_partitions(eng->consumer, parts);
+        else
+            rd_kafka_resume_partitions(eng->consumer, parts);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    eng->paused = pause;
+}
+
+/*
+ * Bring Redis up to date for the owned partitions: replay credit.state from the offset after the
+ * progress Redis records (from the beginning when it has none) to the end. Idempotent: every
+ * write is conditional on its offset. 0 or -1.
+ */
+static int engine__recover(engine_t *eng)
+{
+    char err[512];
+    if (eng->n_owned == 0)
+        return 0;
+    int64_t *progress = calloc(eng->n_owned, sizeof(int64_t));
+    store_write_t *writes = calloc(ENGINE_LAPSE_BATCH, sizeof(*writes));
+    rd_kafka_message_t **held = calloc(ENGINE_LAPSE_BATCH, sizeof(*held));
+    rd_kafka_t *c = NULL;
+    size_t n_writes = 0, replayed = 0;
+    int rc = -1, remaining = 0;
+    if (!progress || !writes || !held)
+        goto done;
+    if (store_get_progress(eng->store, eng->n_owned, eng->owned, progress, err, sizeof(err)))
+        goto fail;
+    c = kafka_reader_create(eng->cfg, err, sizeof(err));
+    if (!c)
+        goto fail;
+    rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new((int)eng->n_owned);
+    for (size_t i = 0; i < eng->n_owned; i++) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(c, eng->topic_state, eng->owned[i], &lo, &hi, 10000);
+        if (e) {
+            snprintf(err, sizeof(err), "offsets of %s: %s", eng->topic_state, rd_kafka_err2str(e));
+            rd_kafka_topic_partition_list_destroy(assign);
+            goto fail;
+        }
+        int64_t from = progress[i] >= 0 ? progress[i] + 1 : lo;
+        int64_t *known = engine__progress_slot(eng, eng->owned[i]);
+        if (known)
+            *known = progress[i];
+        if (from < hi) {
+            rd_kafka_topic_partition_list_add(assign, eng->topic_state, eng->owned[i])->offset =
+                from;
+            remaining++;
+        }
+    }
+    if (remaining == 0) {
+        rd_kafka_topic_partition_list_destroy(assign);
+        rc = 0;
+        goto done;
+    }
+    rd_kafka_assign(c, assign);
+    rd_kafka_topic_partition_list_destroy(assign);
+    int idle = 0;
+    while (remaining > 0 && idle < 600) { /* 60 s without a record: give up, retry later */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+        if (!m) {
+            idle++;
+            continue;
+        }
+        idle = 0;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            remaining--;
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err || !m->key || !m->payload) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        Jrp__V1__SubjectState *st = jrp__v1__subject_state__unpack(NULL, m->len, m->payload);
+        if (!st) {
+            log_warn("%s [%d] offset %lld does not decode; skipped", eng->topic_state,
+                     (int)m->partition, (long long)m->offset);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        char key[ENGINE_KEY_MAX];
+        snprintf(key, sizeof(key), "%.*s", (int)m->key_len, (const char *)m->key);
+        store_write_t *w = &writes[n_writes];
+        w->subject_key = strdup(key);
+        w->partition = m->partition;
+        w->offset = m->offset;
+        w->bytes = m->payload;
+        w->len = m->len;
+        w->next_due_ms = eng->rules ? rules_next_due(eng->rules, st) : rules_next_lapse(st);
+        jrp__v1__subject_state__free_unpacked(st, NULL);
+        held[n_writes++] = m; /* keeps the payload alive until the write */
+        int64_t *known = engine__progress_slot(eng, m->partition);
+        if (known && m->offset > *known)
+            *known = m->offset;
+        replayed++;
+        if (n_writes == ENGINE_LAPSE_BATCH) {
+            int wrc = store_write_states(eng->store, writes, n_writes, err, sizeof(err));
+            for (size_t i = 0; i < n_writes; i++) {
+                free((char *)writes[i].subject_key);
+                rd_kafka_message_destroy(held[i]);
+            }
+            n_writes = 0;
+            if (wrc)
+                goto fail;
+        }
+    }
+    if (remaining > 0) {
+        snprintf(err, sizeof(err), "%s not read to its end", eng->topic_state);
+        goto fail;
+    }
+    if (n_writes && store_write_states(eng->store, writes, n_writes, err, sizeof(err)))
+        goto fail;
+    rc = 0;
+    goto done;
+fail:
+    log_warn("recovery: %s", err);
+done:
+    for (size_t i = 0; i < n_writes; i++) {
+        free((char *)writes[i].subject_key);
+        rd_kafka_message_destroy(held[i]);
+    }
+    if (c) {
+        rd_kafka_consumer_close(c);
+        rd_kafka_destroy(c);
+    }
+    free(progress);
+    free(writes);
+    free(held);
+    if (rc == 0 && replayed)
+        log_info("Redis brought up to date from %s: %zu records", eng->topic_state, replayed);
+    if (rc == 0)
+        eng->stats.recoveries++;
+    return rc;
+}
+
+static void engine__drop_batch(engine_t *eng)
+{
+    for (size_t i = 0; i < eng->n_items; i++) {
+        rd_kafka_message_destroy(eng->items[i].m);
+        if (eng->items[i].ev)
+            jrp__v1__credit_event__free_unpacked(eng->items[i].ev, NULL);
+    }
+    eng->n_items = 0;
+}
+
+static void engine__on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    engine_t *eng = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        free(eng->owned);
+        eng->owned = calloc((size_t)parts->cnt + 1, sizeof(int32_t));
+        eng->n_owned = 0;
+        for (int i = 0; eng->owned && i < parts->cnt; i++)
+            eng->owned[eng->n_owned++] = parts->elems[i].partition;
+        log_info("assigned %d partitions of %s", parts->cnt, eng->topic_events);
+        rd_kafka_assign(rk, parts);
+        /* Nothing is consumed until Redis reflects the changelog of these partitions. */
+        if (parts->cnt)
+            rd_kafka_pause_partitions(rk, parts);
+        eng->paused = 1;
+        eng->needs_recovery = 1;
+    } else {
+        /* Records not yet committed go back to the group; the new owner redoes them. */
+        engine__drop_batch(eng);
+        cache_clear(&eng->cache);
+        free(eng->owned);
+        eng->owned = NULL;
+        eng->n_owned = 0;
+        log_info("partitions revoked (%s)", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* --- producing ------------------------------------------------------------------------------- */
+
+/* Produce with retries while the local queue is full. 0 or -1 (the transaction must abort). */
+static int engine__produce(engine_t *eng, const char *topic, int32_t partition, const char *key,
+                           const void *value, size_t len, const char *schema,
+                           const char *traceparent, void *opaque)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        rd_kafka_resp_err_t err =
+            kafka_produce(eng->producer, topic, partition, key, strlen(key), value, len,
+                          kafka_headers(schema, traceparent), opaque);
+        if (!err)
+            return 0;
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            log_warn("produce to %s: %s", topic, rd_kafka_err2str(err));
+            return -1;
+        }
+        rd_kafka_poll(eng->producer, 100);
+    }
+    return -1;
+}
+
+static int engine__produce_msg(engine_t *eng, const char *topic, int32_t partition, const char *key,
+                               const ProtobufCMessage *msg, const char *schema,
+                               const char *traceparent, void *opaque)
+{
+    uint8_t stackbuf[4096];
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = len <= sizeof(stackbuf) ? stackbuf : malloc(len);
+    if (!buf)
+        return -1;
+    protobuf_c_message_pack(msg, buf);
+    int rc = engine__produce(eng, topic, partition, key, buf, len, schema, traceparent, opaque);
+    if (buf != stackbuf)
+        free(buf);
+    return rc;
+}
+
+static const char *engine__traceparent(const rd_kafka_message_t *m, char *buf, size_t size)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *val;
+    size_t len;
+    if (!m || rd_kafka_message_headers(m, &hdrs) ||
+        rd_kafka_header_get_last(hdrs, "traceparent", &val, &len) || !val || len >= size)
+        return NULL;
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+static int engine__produce_dead_letter(engine_t *eng, const item_t *it)
+{
+    const rd_kafka_message_t *m = it->m;
+    rd_kafka_headers_t *hdrs = NULL, *orig = NULL;
+    if (!rd_kafka_message_headers(m, &orig) && orig)
+        hdrs = rd_kafka_headers_copy(orig);
+    else
+        hdrs = rd_kafka_headers_new(8);
+    char part[16], off[32], now[32];
+    snprintf(part, sizeof(part), "%d", (int)m->partition);
+    snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+    snprintf(now, sizeof(now), "%lld", (long long)engine__wall_ms());
+    rd_kafka_header_add(hdrs, "jrp-error-reason", -1, it->reason, -1);
+    rd_kafka_header_add(hdrs, "jrp-error-code", -1, it->code, -1);
+    rd_kafka_header_add(hdrs, "jrp-error-service", -1, "engine", -1);
+    rd_kafka_header_add(hdrs, "jrp-error-topic", -1, rd_kafka_topic_name(m->rkt), -1);
+    rd_kafka_header_add(hdrs, "jrp-error-partition", -1, part, -1);
+    rd_kafka_header_add(hdrs, "jrp-error-offset", -1, off, -1);
+    rd_kafka_header_add(hdrs, "jrp-error-time", -1, now, -1);
+    for (int tries = 0; tries < 100; tries++) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            eng->producer, RD_KAFKA_V_TOPIC(eng->topic_dlq),
+            RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
+            RD_KAFKA_V_VALUE(m->payload, m->payload ? m->len : 0),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+        if (!err)
+            return 0;
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_headers_destroy(hdrs);
+            return -1;
+        }
+        rd_kafka_poll(eng->producer, 100);
+    }
+    rd_kafka_headers_destroy(hdrs);
+    return -1;
+}
+
+/* The Decision for one event (or lapse) and its result. */
+static int engine__produce_decision(engine_t *eng, const char *key, const char *event_id,
+                                    Jrp__V1__EventKind kind, Jrp__V1__Subject *subject,
+                                    const rules_result_t *res, int32_t partition, int64_t offset,
+                                    int64_t now_ms, const char *traceparent)
+{
+    Jrp__V1__Decision d;
+    jrp__v1__decision__init(&d);
+    d.event_id = (char *)event_id;
+    d.subject = subject;
+    d.ruleset_version = eng->rules ? rules_version(eng->rules) : 0;
+    d.outcome = res->outcome;
+    d.matched = res->matched;
+    d.n_matched = res->n_matched;
+    d.processed_at_ms = now_ms;
+    d.reason = (char *)res->reason;
+    d.event_kind = kind;
+    d.source_partition = partition;
+    d.source_offset = offset;
+    d.suppressed = res->suppressed;
+    d.n_suppressed = res->n_suppressed;
+    char **ids = calloc(res->n_actions + 1, sizeof(char *));
+    if (!ids)
+        return -1;
+    for (size_t i = 0; i < res->n_actions; i++)
+        ids[i] = res->actions[i]->action_id;
+    d.action_ids = ids;
+    d.n_action_ids = res->n_actions;
+    int rc = engine__produce_msg(eng, eng->topic_decisions, RD_KAFKA_PARTITION_UA, key, &d.base,
+                                 "jrp.v1.Decision", traceparent, NULL);
+    free(ids);
+    return rc;
+}
+
+static int engine__produce_actions(engine_t *eng, const char *key, const rules_result_t *res,
+                                   const char *traceparent)
+{
+    char topic[512];
+    for (size_t i = 0; i < res->n_actions; i++) {
+        snprintf(topic, sizeof(topic), "%s%s", eng->actions_prefix, res->actions[i]->department);
+        if (engine__produce_msg(eng, topic, RD_KAFKA_PARTITION_UA, key, &res->actions[i]->base,
+                                "jrp.v1.Action", traceparent, NULL))
+            return -1;
+    }
+    return 0;
+}
+
+/* Escalations due for st: derived events on credit.events and alerts, in this transaction. */
+static int engine__escalate(engine_t *eng, const char *key, Jrp__V1__SubjectState *st,
+                            int64_t now_ms, int *changed)
+{
+    rules_escalation_out_t out = {0};
+    if (rules_escalate(eng->rules, st, now_ms, &out)) {
+        rules_escalation_out_clear(&out);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < out.n && !rc; i++) {
+        rc = engine__produce_msg(eng, eng->topic_events, RD_KAFKA_PARTITION_UA, key,
+                                 &out.events[i]->base, "jrp.v1.CreditEvent", NULL, NULL) ||
+             engine__produce_msg(eng, eng->topic_alerts, RD_KAFKA_PARTITION_UA, key,
+                                 &out.alerts[i]->base, "jrp.v1.Alert", NULL, NULL);
+        eng->stats.escalations++;
+        log_info("%s", out.alerts[i]->message);
+    }
+    if (out.n)
+        *changed = 1;
+    rules_escalation_out_clear(&out);
+    return rc;
+}
+
+/* --- the batch ----------------------------------------------------------------------------------
+ */
+
+static void engine__dead_letter(item_t *it, const char *code, const char *fmt, const char *arg)
+{
+    snprintf(it->code, sizeof(it->code), "%s", code);
+    snprintf(it->reason, sizeof(it->reason), fmt, arg);
+    if (it->ev) {
+        jrp__v1__credit_event__free_unpacked(it->ev, NULL);
+        it->ev = NULL;
+    }
+}
+
+/* Decode and validate one record; on failure it is marked as a dead letter. */
+static void engine__decode(item_t *it, char *key, size_t key_size)
+{
+    const rd_kafka_message_t *m = it->m;
+    errlist_t el;
+    errlist_init(&el);
+    key[0] = '\0';
+    it->ev = m->payload ? codec_event_unpack(m->payload, m->len, &el) : NULL;
+    if (!it->ev) {
+        char line[400] = "empty record";
+        if (el.count)
+            errlist_format(&el, 0, line, sizeof(line));
+        engine__dead_letter(it, el.count ? el.items[0].code : "decode_failed", "%s", line);
+        if (el.count > 1) {
+            size_t n = strlen(it->reason);
+            snprintf(it->reason + n, sizeof(it->reason) - n, " (and %zu more errors)",
+                     el.count - 1);
+        }
+        errlist_clear(&el);
+        return;
+    }
+    errlist_clear(&el);
+    const Jrp__V1__Subject *s = it->ev->subject;
+    if (ids_subject_key((ids_subject_type_t)s->type, s->id, key, key_size) < 0) {
+        engine__dead_letter(it, "bad_format", "%s", "subject key too long");
+        return;
+    }
+    /* The Kafka key decides the partition, and with it which engine owns the subject. */
+    if (!m->key || m->key_len != strlen(key) || memcmp(m->key, key, m->key_len)) {
+        char why[300];
+        snprintf(why, sizeof(why), "%s", key);
+        engine__dead_letter(it, "key_mismatch", "the record key must be the subject key \"%s\"",
+                            why);
+        key[0] = '\0';
+    }
+}
+
+static int engine__subject_index(engine_t *eng, cache_entry_t *entry, size_t *index)
+{
+    for (size_t i = 0; i < eng->n_subjects; i++)
+        if (eng->subjects[i].entry == entry) {
+            *index = i;
+            return 0;
+        }
+    if (eng->n_subjects == eng->cap_subjects) {
+        size_t cap = eng->cap_subjects ? eng->cap_subjects * 2 : 256;
+        subject_ref_t *s = realloc(eng->subjects, cap * sizeof(*s));
+        if (!s)
+            return -1;
+        eng->subjects = s;
+        eng->cap_subjects = cap;
+    }
+    eng->subjects[eng->n_subjects] = (subject_ref_t){.entry = entry, .state_offset = -1};
+    *index = eng->n_subjects++;
+    return 0;
+}
+
+/* Are Redis's progress marks behind what this engine wrote (a flush or a restart without
+ * persistence)? 1 yes, 0 no, -1 Redis unreachable. */
+static int engine__redis_lost(engine_t *eng)
+{
+    char err[512];
+    if (eng->n_owned == 0)
+        return 0;
+    int64_t *progress = calloc(eng->n_owned, sizeof(int64_t));
+    if (!progress)
+        return -1;
+    int rc = 0;
+    if (store_get_progress(eng->store, eng->n_owned, eng->owned, progress, err, sizeof(err))) {
+        log_warn("%s", err);
+        rc = -1;
+    } else {
+        for (size_t i = 0; i < eng->n_owned; i++) {
+            int64_t *known = engine__progress_slot(eng, eng->owned[i]);
+            if (known && progress[i] < *known) {
+                log_warn("Redis lost state of partition %d (has offset %lld, wrote %lld)",
+                         (int)eng->owned[i], (long long)progress[i], (long long)*known);
+                rc = 1;
+            }
+        }
+    }
+    free(progress);
+    return rc;
+}
+
+/*
+ * Find every subject of the batch in the cache, loading the rest from Redis in one round trip.
+ * Subjects with no state anywhere start empty. 0 or -1 (Redis trouble).
+ */
+static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
+{
+    char err[512];
+    const char **missing = calloc(eng->n_items + 1, sizeof(char *));
+    int32_t *missing_part = calloc(eng->n_items + 1, sizeof(int32_t));
+    size_t n_missing = 0;
+    Jrp__V1__SubjectState **loaded = NULL;
+    int64_t *offsets = NULL;
+    int rc = -1;
+    if (!missing || !missing_part)
+        goto done;
+    for (size_t i = 0; i < eng->n_items; i++) {
+        if (!eng->items[i].ev || cache_get(&eng->cache, keys[i]))
+            continue;
+        size_t j;
+        for (j = 0; j < n_missing && strcmp(missing[j], keys[i]); j++)
+            ;
+        if (j == n_missing) {
+            missing[n_missing] = keys[i];
+            missing_part[n_missing++] = eng->items[i].m->partition;
+        }
+    }
+    if (n_missing) {
+        loaded = calloc(n_missing, sizeof(*loaded));
+        offsets = calloc(n_missing, sizeof(*offsets));
+        if (!loaded || !offsets)
+            goto done;
+        if (store_load_states(eng->store, n_missing, missing, loaded, offsets, err, sizeof(err))) {
+            log_warn("%s", err);
+            goto done;
+        }
+        if (eng->cache_max && eng->cache.count + n_missing > eng->cache_max)
+            cache_clear(&eng->cache); /* crude but correct: every state is in Redis too */
+        for (size_t j = 0; j < n_missing; j++) {
+            Jrp__V1__SubjectState *st = loaded[j];
+            if (!st) {
+                st = malloc(sizeof(*st));
+                if (!st)
+                    goto done;
+                jrp__v1__subject_state__init(st);
+            }
+            loaded[j] = NULL;
+            if (!cache_put(&eng->cache, missing[j], missing_part[j], st)) {
+                jrp__v1__subject_state__free_unpacked(st, NULL);
+                goto done;
+            }
+        }
+    }
+    eng->n_subjects = 0;
+    for (size_t i = 0; i < eng->n_items; i++) {
+        if (!eng->items[i].ev)
+            continue;
+        cache_entry_t *e = cache_get(&eng->cache, keys[i]);
+        if (!e || engine__subject_index(eng, e, &eng->items[i].subject))
+            goto done;
+    }
+    rc = 0;
+done:
+    if (loaded)
+        for (size_t j = 0; j < n_missing; j++)
+            if (loaded[j])
+                jrp__v1__subject_state__free_unpacked(loaded[j], NULL);
+    free(loaded);
+    free(offsets);
+    free(missing);
+    free(missing_part);
+    return rc;
+}
+
+static void engine__free_packed(engine_t *eng)
+{
+    for (size_t i = 0; i < eng->n_subjects; i++) {
+        free(eng->subjects[i].packed);
+        eng->subjects[i].packed = NULL;
+    }
+}
+
+/* Produce the changelog record of every dirty subject, explicitly to its partition. */
+static int engine__produce_states(engine_t *eng)
+{
+    eng->dr_pending = 0;
+    for (size_t i = 0; i < eng->n_subjects; i++) {
+        subject_ref_t *ref = &eng->subjects[i];
+        if (!ref->dirty)
+            continue;
+        ref->packed_len = jrp__v1__subject_state__get_packed_size(ref->entry->st);
+        ref->packed = malloc(ref->packed_len ? ref->packed_len : 1);
+        if (!ref->packed)
+            return -1;
+        jrp__v1__subject_state__pack(ref->entry->st, ref->packed);
+        ref->state_offset = -1;
+        eng->dr_pending++;
+        if (engine__produce(eng, eng->topic_state, ref->entry->partition, ref->entry->key,
+                            ref->packed, ref->packed_len, "jrp.v1.SubjectState", NULL,
+                            (void *)(i + 1)))
+            return -1;
+    }
+    return 0;
+}
+
+/* After a commit: write the new states to Redis. A failure leaves Redis behind, which the next
+ * recovery repairs; it never loses anything. */
+static void engine__write_redis(engine_t *eng)
+{
+    char err[512];
+    for (int i = 0; i < 200 && eng->dr_pending; i++)
+        rd_kafka_poll(eng->producer, 10);
+    store_write_t *w = calloc(eng->n_subjects + 1, sizeof(*w));
+    size_t n = 0;
+    if (!w) {
+        eng->needs_recovery = 1;
+        return;
+    }
+    for (size_t i = 0; i < eng->n_subjects; i++) {
+        subject_ref_t *ref = &eng->subjects[i];
+        if (!ref->dirty)
+            continue;
+        if (ref->state_offset < 0) {
+            eng->needs_recovery = 1; /* no offset known: let the changelog replay write it */
+            continue;
+        }
+        w[n++] = (store_write_t){ref->entry->key,   ref->entry->partition,
+                                 ref->state_offset, ref->packed,
+                                 ref->packed_len,   rules_next_due(eng->rules, ref->entry->st)};
+    }
+    if (store_write_states(eng->store, w, n, err, sizeof(err))) {
+        log_warn("Redis write after commit failed (recovery will repair it): %s", err);
+        eng->needs_recovery = 1;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            int64_t *known = engine__progress_slot(eng, w[i].partition);
+            if (known && w[i].offset > *known)
+                *known = w[i].offset;
+        }
+    }
+    free(w);
+}
+
+/* Abort the open transaction, rewind the consumer, and forget the states it touched. */
+static void engine__abort(engine_t *eng, const char *why)
+{
+    char err[512];
+    log_warn("aborting the transaction: %s", why);
+    eng->stats.aborts++;
+    if (kafka_txn_abort(eng->producer, ENGINE_TXN_TIMEOUT_MS, err, sizeof(err)) != KAFKA_ERR_OK) {
+        engine__fatal(eng, "abort_transaction", err);
+        return;
+    }
+    for (size_t i = 0; i < eng->n_subjects; i++)
+        cache_remove(&eng->cache, eng->subjects[i].entry->key); /* mutated in place: reload */
+    eng->n_subjects = 0;
+    engine__drop_batch(eng);
+    if (eng->n_owned && kafka_rewind_to_committed(eng->consumer, 10000, err, sizeof(err))) {
+        /* Without a rewind the batch would be skipped: stop and let the group redo it. */
+        engine__fatal(eng, "rewind", err);
+    }
+}
+
+/* Commit; on success write Redis. Returns 0 committed, -1 aborted (or fatal). */
+static int engine__commit(engine_t *eng, rd_kafka_t *consumer)
+{
+    char err[512];
+    kafka_err_class_t c =
+        kafka_txn_commit(eng->producer, consumer, ENGINE_TXN_TIMEOUT_MS, err, sizeof(err));
+    if (c == KAFKA_ERR_FATAL) {
+        engine__fatal(eng, "commit_transaction", err);
+        return -1;
+    }
+    if (c != KAFKA_ERR_OK) {
+        engine__abort(eng, err);
+        return -1;
+    }
+    eng->stats.batches++;
+    engine__write_redis(eng);
+    return 0;
+}
+
+static int engine__begin(engine_t *eng)
+{
+    char err[512];
+    kafka_err_class_t c =
+        kafka_error_classify(rd_kafka_begin_transaction(eng->producer), err, sizeof(err));
+    if (c != KAFKA_ERR_OK) {
+        engine__fatal(eng, "begin_transaction", err);
+        return -1;
+    }
+    eng->dr_failures = 0;
+    return 0;
+}
+
+static void engine__process_batch(engine_t *eng)
+{
+    if (eng->n_items == 0 || eng->failed)
+        return;
+    if (!eng->rules || eng->needs_recovery) {
+        /* Not ready: give the records back and try again once ready. */
+        engine__drop_batch(eng);
+        engine__pause(eng, 1);
+        char err[512];
+        if (eng->n_owned && kafka_rewind_to_committed(eng->consumer, 10000, err, sizeof(err)))
+            engine__fatal(eng, "rewind", err);
+        return;
+    }
+    int64_t now = engine__wall_ms();
+    char(*keys)[ENGINE_KEY_MAX] = calloc(eng->n_items, ENGINE_KEY_MAX);
+    if (!keys) {
+        engine__fatal(eng, "batch", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < eng->n_items; i++)
+        engine__decode(&eng->items[i], keys[i], ENGINE_KEY_MAX);
+    int lost = engine__redis_lost(eng);
+    if (lost != 0 || engine__resolve_subjects(eng, keys)) {
+        eng->needs_recovery = 1;
+        free(keys);
+        engine__process_batch(eng); /* gives the records back */
+        return;
+    }
+    if (engine__begin(eng)) {
+        free(keys);
+        return;
+    }
+    rules_result_t res;
+    rules_result_init(&res);
+    size_t actions = 0, dead = 0, dups = 0;
+    int failed = 0;
+    for (size_t i = 0; i < eng->n_items && !failed; i++) {
+        item_t *it = &eng->items[i];
+        char tp[128];
+        const char *traceparent = engine__traceparent(it->m, tp, sizeof(tp));
+        if (!it->ev) {
+            char key[ENGINE_KEY_MAX], eid[200];
+            snprintf(key, sizeof(key), "%.*s", it->m->key ? (int)it->m->key_len : 0,
+                     it->m->key ? (const char *)it->m->key : "");
+            snprintf(eid, sizeof(eid), "dlq:%s:%d:%lld", rd_kafka_topic_name(it->m->rkt),
+                     (int)it->m->partition, (long long)it->m->offset);
+            rules_result_clear(&res);
+            res.outcome = JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_REJECTED;
+            snprintf(res.reason, sizeof(res.reason), "%s: %.200s", it->code, it->reason);
+            failed = engine__produce_dead_letter(eng, it) ||
+                     engine__produce_decision(eng, key, eid, 0, NULL, &res, it->m->partition,
+                                              it->m->offset, now, traceparent);
+            dead++;
+            continue;
+        }
+        subject_ref_t *ref = &eng->subjects[it->subject];
+        rules_result_clear(&res);
+        if (rules_match(eng->rules, ref->entry->st, it->ev, now, &eng->opts, &res)) {
+            failed = 1;
+            break;
+        }
+        int changed = res.state_changed;
+        if (res.outcome == JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_DUPLICATE)
+            dups++;
+        else if (engine__escalate(eng, keys[i], ref->entry->st, now, &changed))
+            failed = 1;
+        failed =
+            failed || engine__produce_actions(eng, keys[i], &res, traceparent) ||
+            engine__produce_decision(eng, keys[i], it->ev->event_id, it->ev->kind, it->ev->subject,
+                                     &res, it->m->partition, it->m->offset, now, traceparent);
+        ref->dirty |= changed;
+        actions += res.n_actions;
+    }
+    rules_result_clear(&res);
+    free(keys);
+    if (failed || engine__produce_states(eng)) {
+        engine__free_packed(eng);
+        engine__abort(eng, "producing the batch failed");
+        return;
+    }
+    size_t n_events = eng->n_items;
+    if (engine__commit(eng, eng->consumer) == 0) {
+        eng->stats.events += n_events;
+        eng->stats.actions += actions;
+        eng->stats.dead_letters += dead;
+        eng->stats.duplicates += dups;
+        engine__drop_batch(eng);
+    }
+    engine__free_packed(eng);
+    eng->n_subjects = 0;
+}
+
+/* --- lapses ------------------------------------------------------------------------------------
+ */
+
+/* Lift lapsed listings and fire time-based escalations for one partition's due subjects. */
+static void engine__process_due(engine_t *eng, int32_t partition)
+{
+    char err[512];
+    char **keys = NULL;
+    size_t n = 0;
+    int64_t now = engine__wall_ms();
+    if (store_due(eng->store, partition, now, ENGINE_LAPSE_BATCH, &keys, &n, err, sizeof(err))) {
+        log_warn("%s", err);
+        return;
+    }
+    if (n == 0)
+        return;
+    /* Reuse the batch machinery: subjects resolved through the cache. */
+    const char **ks = calloc(n, sizeof(char *));
+    Jrp__V1__SubjectState **loaded = calloc(n, sizeof(*loaded));
+    int64_t *offsets = calloc(n, sizeof(*offsets));
+    rules_result_t res;
+    rules_result_init(&res);
+    int failed = 0;
+    size_t lapses = 0;
+    if (!ks || !loaded || !offsets)
+        goto done;
+    size_t n_missing = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!cache_get(&eng->cache, keys[i]))
+            ks[n_missing++] = keys[i];
+    if (n_missing &&
+        store_load_states(eng->store, n_missing, ks, loaded, offsets, err, sizeof(err))) {
+        log_warn("%s", err);
+        goto done;
+    }
+    for (size_t j = 0; j < n_missing; j++) {
+        if (!loaded[j])
+            continue; /* stale index entry of a subject with no state: cleared below */
+        if (!cache_put(&eng->cache, ks[j], partition, loaded[j]))
+            jrp__v1__subject_state__free_unpacked(loaded[j], NULL);
+        loaded[j] = NULL;
+    }
+    eng->n_subjects = 0;
+    if (engine__begin(eng))
+        goto done;
+    for (size_t i = 0; i < n && !failed; i++) {
+        cache_entry_t *e = cache_get(&eng->cache, keys[i]);
+        if (!e) {
+            store_set_due(eng->store, partition, keys[i], 0, err, sizeof(err));
+            continue;
+        }
+        size_t idx;
+        if (engine__subject_index(eng, e, &idx)) {
+            failed = 1;
+            break;
+        }
+        char lapse_id[80];
+        rules_result_clear(&res);
+        if (rules_lapse(eng->rules, e->st, now, &res, lapse_id, sizeof(lapse_id))) {
+            failed = 1;
+            break;
+        }
+        int changed = res.state_changed;
+        if (engine__escalate(eng, keys[i], e->st, now, &changed)) {
+            failed = 1;
+            break;
+        }
+        if (res.state_changed) {
+            lapses++;
+            failed = engine__produce_actions(eng, keys[i], &res, NULL) ||
+                     engine__produce_decision(eng, keys[i], lapse_id,
+                                              JRP__V1__EVENT_KIND__EVENT_KIND_DELISTED,
+                                              e->st->subject, &res, -1, -1, now, NULL);
+        }
+        eng->subjects[idx].dirty |= changed;
+        if (!changed) /* nothing due after all: correct the index */
+            store_set_due(eng->store, partition, keys[i], rules_next_due(eng->rules, e->st), err,
+                          sizeof(err));
+    }
+    if (failed || engine__produce_states(eng)) {
+        engine__free_packed(eng);
+        engine__abort(eng, "producing lapses failed");
+        goto done;
+    }
+    /* Lapses consume no input: no offsets go with this transaction. */
+    if (engine__commit(eng, NULL) == 0)
+        eng->stats.lapses += lapses;
+    engine__free_packed(eng);
+    eng->n_subjects = 0;
+done:
+    rules_result_clear(&res);
+    if (loaded)
+        for (size_t j = 0; j < n; j++)
+            if (loaded[j])
+                jrp__v1__subject_state__free_unpacked(loaded[j], NULL);
+    free(loaded);
+    free(offsets);
+    free(ks);
+    store_free_keys(keys, n);
+}
+
+/* --- the loop -----------------------------------------------------------------------------------
+ */
+
+static void engine__on_consumer_ready(void *arg)
+{
+    engine_t *eng = arg;
+    if (eng->failed || eng->stopping)
+        return;
+    for (;;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(eng->consumer, 0);
+        if (!m)
+            break;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_warn("consumer: %s", rd_kafka_message_errstr(m));
+            if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+                rd_kafka_message_destroy(m);
+                engine__fatal(eng, "consumer", "fatal error");
+                return;
+            }
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (eng->n_items == eng->cap_items) {
+            size_t cap = eng->cap_items ? eng->cap_items * 2 : 1024;
+            item_t *items = realloc(eng->items, cap * sizeof(*items));
+            if (!items) {
+                rd_kafka_message_destroy(m);
+                engine__fatal(eng, "batch", "out of memory");
+                return;
+            }
+            eng->items = items;
+            eng->cap_items = cap;
+        }
+        if (eng->n_items == 0)
+            eng->batch_started_ms = uv_now(eng->loop);
+        eng->items[eng->n_items++] = (item_t){.m = m};
+        if (eng->n_items >= eng->batch_max ||
+            uv_now(eng->loop) - eng->batch_started_ms >= eng->batch_max_ms)
+            engine__process_batch(eng);
+        if (eng->failed)
+            return;
+    }
+    /* The queue is empty: decide what we have now (natural batching). */
+    engine__process_batch(eng);
+}
+
+static void engine__subscribe(engine_t *eng)
+{
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, eng->topic_events, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(eng->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        engine__fatal(eng, "subscribe", rd_kafka_err2str(err));
+        return;
+    }
+    eng->subscribed = 1;
+    log_info("%s consuming %s in group %s", eng->instance, eng->topic_events,
+             config_get(eng->cfg, "engine.group"));
+}
+
+static void engine__on_cron(uv_timer_t *t)
+{
+    engine_t *eng = t->data;
+    uint64_t now = uv_now(eng->loop);
+    char err[512];
+    if (eng->failed || eng->stopping)
+        return;
+    rd_kafka_poll(eng->producer, 0);
+    /* Redis: reconnect, notice a loss, replay the changelog, then let records flow again. */
+    if (!store_redis(eng->store) && store_reconnect(eng->store, err, sizeof(err))) {
+        if (now >= eng->next_health_ms) {
+            log_warn("Redis unreachable: %s", err);
+            eng->next_health_ms = now + 5000;
+        }
+        eng->needs_recovery = 1;
+        if (!eng->paused)
+            engine__pause(eng, 1);
+        return;
+    }
+    if (now >= eng->next_rules_ms) {
+        eng->next_rules_ms = now + (uint64_t)config_get_int(eng->cfg, "engine.rules_check_ms");
+        if (engine__check_rules(eng) == 0 && eng->rules && !eng->subscribed)
+            engine__subscribe(eng);
+        int lost = engine__redis_lost(eng);
+        if (lost)
+            eng->needs_recovery = 1;
+    }
+    if (eng->needs_recovery && eng->n_items == 0) {
+        if (engine__recover(eng) == 0) {
+            eng->needs_recovery = 0;
+            if (eng->paused)
+                engine__pause(eng, 0);
+        } else {
+            return;
+        }
+    } else if (eng->paused && !eng->needs_recovery && eng->subscribed) {
+        engine__pause(eng, 0);
+    }
+    /* Serve group events (rebalances) and records that are waiting. */
+    engine__on_consumer_ready(eng);
+    if (eng->failed || eng->stopping)
+        return;
+    if (eng->rules && !eng->needs_recovery && now >= eng->next_lapse_ms) {
+        eng->next_lapse_ms = now + (uint64_t)config_get_int(eng->cfg, "engine.lapse_check_ms");
+        for (size_t i = 0; i < eng->n_owned && !eng->failed; i++)
+            engine__process_due(eng, eng->owned[i]);
+    }
+}
+
+/* --- lifecycle ----------------------------------------------------------------------------------
+ */
+
+engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size_t errstr_size)
+{
+    engine_t *eng = calloc(1, sizeof(*eng));
+    rd_kafka_conf_t *conf = NULL;
+    if (!eng || cache_init(&eng->cache, 65536)) {
+        snprintf(errstr, errstr_size, "out of memory");
+        free(eng);
+        return NULL;
+    }
+    eng->loop = loop;
+    eng->cfg = cfg;
+    eng->batch_max = (size_t)config_get_int(cfg, "engine.batch_max_events");
+    eng->batch_max_ms = (uint64_t)config_get_int(cfg, "engine.batch_max_ms");
+    eng->cache_max = (size_t)config_get_int(cfg, "engine.state_cache_max");
+    eng->opts.dedup_horizon_ms = config_get_int(cfg, "engine.dedup_horizon_days") * 86400000LL;
+    eng->opts.dedup_max = 1000;
+    snprintf(eng->instance, sizeof(eng->instance), "%s", config_get(cfg, "engine.instance"));
+    config_topic(cfg, "events", eng->topic_events, sizeof(eng->topic_events));
+    config_topic(cfg, "state", eng->topic_state, sizeof(eng->topic_state));
+    config_topic(cfg, "decisions", eng->topic_decisions, sizeof(eng->topic_decisions));
+    config_topic(cfg, "alerts", eng->topic_alerts, sizeof(eng->topic_alerts));
+    config_topic(cfg, "dlq", eng->topic_dlq, sizeof(eng->topic_dlq));
+    config_topic(cfg, "actions.", eng->actions_prefix, sizeof(eng->actions_prefix));
+
+    eng->store = store_create(cfg, errstr, errstr_size);
+    if (!eng->store)
+        goto err;
+    if (engine__ensure_topics(eng, NULL, errstr, errstr_size))
+        goto err;
+
+    /* The transactional producer: its id is stable per instance, so a restart fences the dead
+     * predecessor's open transaction at once. */
+    char txid[200], tto[32];
+    snprintf(txid, sizeof(txid), "jrp-engine-%s", eng->instance);
+    snprintf(tto, sizeof(tto), "%lld", config_get_int(cfg, "engine.transaction_timeout_ms"));
+    conf = rd_kafka_conf_new();
+    if (config_apply_kafka(cfg, conf, errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "transactional.id", txid, errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "transaction.timeout.ms", tto, errstr, errstr_size))
+        goto err;
+    rd_kafka_conf_set_dr_msg_cb(conf, engine__on_delivery);
+    rd_kafka_conf_set_opaque(conf, eng);
+    eng->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
+    if (!eng->producer)
+        goto err;
+    conf = NULL; /* now owned by the producer */
+    rd_kafka_error_t *error = rd_kafka_init_transactions(eng->producer, ENGINE_TXN_TIMEOUT_MS);
+    if (error) {
+        snprintf(errstr, errstr_size, "init_transactions: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        goto err;
+    }
+
+    /* The consumer: static membership under the same instance name. */
+    conf = rd_kafka_conf_new();
+    char gid[200];
+    snprintf(gid, sizeof(gid), "%s", config_get(cfg, "engine.group"));
+    if (config_apply_kafka(cfg, conf, errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "group.id", gid, errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "group.instance.id", eng->instance, errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr,
+                          errstr_size) ||
+        rd_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr, errstr_size))
+        goto err;
+    rd_kafka_conf_set_rebalance_cb(conf, engine__on_rebalance);
+    rd_kafka_conf_set_opaque(conf, eng);
+    eng->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!eng->consumer)
+        goto err;
+    conf = NULL; /* now owned by the consumer */
+    rd_kafka_poll_set_consumer(eng->consumer);
+    eng->consumer_queue = rd_kafka_queue_get_consumer(eng->consumer);
+    return eng;
+err:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    engine_destroy(eng);
+    return NULL;
+}
+
+int engine_start(engine_t *eng)
+{
+    eng->bridge = kafka_uv_create(eng->loop, eng->consumer_queue, engine__on_consumer_ready, eng);
+    if (!eng->bridge || uv_timer_init(eng->loop, &eng->cron))
+        return -1;
+    eng->cron.data = eng;
+    eng->cron_started = 1;
+    return uv_timer_start(&eng->cron, engine__on_cron, 0, ENGINE_CRON_MS);
+}
+
+static void engine__on_cron_closed(uv_handle_t *h)
+{
+    engine_t *eng = h->data;
+    if (eng->on_stopped)
+        eng->on_stopped(eng->on_stopped_arg);
+}
+
+void engine_stop(engine_t *eng, void (*on_stopped)(void *arg), void *arg)
+{
+    eng->on_stopped = on_stopped;
+    eng->on_stopped_arg = arg;
+    if (!eng->failed)
+        engine__process_batch(eng); /* finish what was collected */
+    eng->stopping = 1;
+    engine__drop_batch(eng);
+    if (eng->consumer)
+        rd_kafka_consumer_close(eng->consumer); /* leaves the group (revoke callback runs) */
+    if (eng->producer)
+        rd_kafka_flush(eng->producer, 5000);
+    if (eng->bridge) {
+        kafka_uv_destroy(eng->bridge);
+        eng->bridge = NULL;
+    }
+    if (eng->cron_started) {
+        uv_timer_stop(&eng->cron);
+        uv_close((uv_handle_t *)&eng->cron, engine__on_cron_closed);
+        eng->cron_started = 0;
+    } else if (on_stopped) {
+        on_stopped(arg);
+    }
+}
+
+void engine_destroy(engine_t *eng)
+{
+    if (!eng)
+        return;
+    engine__drop_batch(eng);
+    free(eng->items);
+    if (eng->consumer_queue)
+        rd_kafka_queue_destroy(eng->consumer_queue);
+    if (eng->consumer)
+        rd_kafka_destroy(eng->consumer);
+    if (eng->producer)
+        rd_kafka_destroy(eng->producer);
+    store_destroy(eng->store);
+    rules_destroy(eng->rules);
+    cache_clear(&eng->cache);
+    free(eng->cache.buckets);
+    free(eng->subjects);
+    free(eng->owned);
+    free(eng->known_progress);
+    free(eng);
+}
+
+int engine_failed(const engine_t *eng)
+{
+    return eng->failed;
+}
+
+void engine_get_stats(const engine_t *eng, engine_stats_t *out)
+{
+    *out = eng->stats;
+}
