@@ -109,7 +109,11 @@ $(BINDIR)/$(call binname,$(1)): $(patsubst %.c,$(OBJDIR)/%.o,$(wildcard services
 endef
 $(foreach s,$(SERVICE_DIRS),$(eval $(call SERVICE_RULE,$(s))))
 
-$(TESTDIR)/%: $(OBJDIR)/tests/%.o $(TEST_HELPERS) $(LIBJRP)
+# Tests drive services in-process too: every service's objects but its main.
+SERVICE_LIB_OBJ := $(patsubst %.c,$(OBJDIR)/%.o,$(filter-out %/main.c services/ctl/%,$(wildcard services/*/*.c)))
+$(OBJDIR)/tests/%.o: CPPFLAGS += $(patsubst %,-I%,$(wildcard services/*))
+
+$(TESTDIR)/%: $(OBJDIR)/tests/%.o $(TEST_HELPERS) $(SERVICE_LIB_OBJ) $(LIBJRP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
