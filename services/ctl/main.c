@@ -10,7 +10,9 @@
 extern char **environ;
 
 static const ctl_command_t ctl_commands[] = {
-    {"rules", "check a rule directory (rules check DIR)", ctl_rules},
+    {"rules", "check, load, list, show and activate rule sets", ctl_rules},
+    {"events", "send credit events from JSON lines (events send FILE)", ctl_events},
+    {"tail", "print a topic's records as JSON lines (tail TOPIC)", ctl_tail},
 };
 
 int ctl_fail(const char *fmt, ...)
