@@ -11,8 +11,8 @@
 #include "errlist.h"
 #include "rules.h"
 
-#define ROUNDS 7
-#define EVENTS 200000
+static int ROUNDS = 7;
+static int EVENTS = 200000;
 #define SUBJECTS 5000
 
 static double now_s(void)
@@ -73,7 +73,11 @@ int main(int argc, char **argv)
     subject.type = JRP__V1__SUBJECT_TYPE__SUBJECT_TYPE_ENTERPRISE;
     subject.id = "91350100M000100Y43";
     rules_match_opts_t opts = {30LL * 86400 * 1000, 64};
-    double base[ROUNDS], match[ROUNDS];
+    if (argc > 2) {
+        EVENTS = atoi(argv[2]);
+        ROUNDS = 1;
+    }
+    double base[7], match[7];
     size_t actions = 0;
     uint8_t buf[1024];
     for (int r = 0; r < ROUNDS; r++) {

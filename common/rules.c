@@ -24,11 +24,22 @@
 
 /* --- small helpers ---------------------------------------------------------------------------- */
 
+/*
+ * SHA-256 with the algorithm fetched once and a context reused per thread: OpenSSL 3 otherwise
+ * looks the algorithm up and allocates a context on every call, which cost more than the hash.
+ */
 void rules_sha256_hex(const void *data, size_t len, char out[65])
 {
+    static _Thread_local EVP_MD_CTX *ctx;
+    static _Thread_local EVP_MD *sha256;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-    if (!EVP_Digest(data, len, md, &n, EVP_sha256(), NULL))
+    if (!sha256)
+        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!ctx)
+        ctx = EVP_MD_CTX_new();
+    if (!sha256 || !ctx || !EVP_DigestInit_ex2(ctx, sha256, NULL) ||
+        !EVP_DigestUpdate(ctx, data, len) || !EVP_DigestFinal_ex(ctx, md, &n))
         n = 0; /* cannot happen with the built-in SHA-256; keeps out well defined */
     static const char hex[] = "0123456789abcdef";
     for (unsigned int i = 0; i < 32; i++) {
@@ -978,7 +989,9 @@ static int rules__emit(rules_ctx_t *cx, Jrp__V1__Action *a)
     return 0;
 }
 
-static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d)
+/* The APPLY for a due measure; for_state builds the trimmed copy the state keeps (no subject,
+ * texts or issue time: see rules__trim_for_state). */
+static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d, int for_state)
 {
     const Jrp__V1__Memorandum *m = d->rm->m;
     const Jrp__V1__MemorandumMeasure *mm = m->measures[d->k];
@@ -997,14 +1010,18 @@ static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d
     a->measure_kind = c->kind;
     a->valid_from_ms = d->valid_from_ms;
     a->valid_until_ms = d->valid_until_ms;
-    a->issued_at_ms = cx->now_ms;
     a->ruleset_version = cx->rules->rs->version;
-    a->subject = rules__subject_copy(cx->st->subject);
-    if (!a->subject || rules__set_str(&a->action_id, id) ||
-        rules__set_str(&a->department, mm->department) ||
+    if (!for_state) {
+        a->issued_at_ms = cx->now_ms;
+        a->subject = rules__subject_copy(cx->st->subject);
+        if (!a->subject || rules__set_str(&a->measure_text, mm->text) ||
+            rules__set_str(&a->legal_basis, mm->basis[0] ? mm->basis : c->basis)) {
+            jrp__v1__action__free_unpacked(a, NULL);
+            return NULL;
+        }
+    }
+    if (rules__set_str(&a->action_id, id) || rules__set_str(&a->department, mm->department) ||
         rules__set_str(&a->measure_code, mm->measure) ||
-        rules__set_str(&a->measure_text, mm->text) ||
-        rules__set_str(&a->legal_basis, mm->basis[0] ? mm->basis : c->basis) ||
         rules__set_str(&a->memorandum_id, m->id) ||
         rules__set_str(&a->memorandum_version, m->version) ||
         rules__set_str(&a->list_code, d->list_code) ||
@@ -1016,12 +1033,42 @@ static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d
     return a;
 }
 
+/* Text and legal basis of a measure as the rule set in force states them ("" if it is gone). */
+static void rules__measure_texts(const rules_t *rules, const Jrp__V1__Action *a, const char **text,
+                                 const char **basis)
+{
+    *text = *basis = "";
+    for (size_t r = 0; r < rules->n_memos; r++) {
+        const rules_memo_t *rm = &rules->memos[r];
+        if (strcmp(rm->m->id, a->memorandum_id))
+            continue;
+        for (size_t k = 0; k < rm->m->n_measures; k++) {
+            const Jrp__V1__MemorandumMeasure *mm = rm->m->measures[k];
+            if (strcmp(mm->department, a->department) || strcmp(mm->measure, a->measure_code))
+                continue;
+            *text = mm->text;
+            *basis = mm->basis[0] ? mm->basis : rm->cat[k]->basis;
+            return;
+        }
+    }
+}
+
 static Jrp__V1__Action *rules__build_revoke(rules_ctx_t *cx, const Jrp__V1__Action *applied)
 {
     Jrp__V1__Action *a = rules__action_copy(applied);
     char id[33];
+    const char *text, *basis;
     if (!a)
         return NULL;
+    rules__measure_texts(cx->rules, applied, &text, &basis);
+    if (a->subject)
+        jrp__v1__subject__free_unpacked(a->subject, NULL);
+    a->subject = rules__subject_copy(cx->st->subject);
+    if (!a->subject || rules__set_str(&a->measure_text, text) ||
+        rules__set_str(&a->legal_basis, basis)) {
+        jrp__v1__action__free_unpacked(a, NULL);
+        return NULL;
+    }
     rules_revoke_id(applied->action_id, id);
     a->op = JRP__V1__ACTION_OP__ACTION_OP_REVOKE;
     a->issued_at_ms = cx->now_ms;
@@ -1070,10 +1117,10 @@ static int rules__reconcile(rules_ctx_t *cx, const rules_scope_t *sc)
             present = rules__same(st->measures[i], &cx->due[j]);
         if (present)
             continue;
-        Jrp__V1__Action *ap = rules__build_apply(cx, &cx->due[j]);
+        Jrp__V1__Action *ap = rules__build_apply(cx, &cx->due[j], 0);
         if (!ap)
             return -1;
-        Jrp__V1__Action *kept = rules__action_copy(ap);
+        Jrp__V1__Action *kept = rules__build_apply(cx, &cx->due[j], 1);
         void **slot = kept ? rules__push((void ***)&st->measures, &st->n_measures) : NULL;
         if (!slot) {
             if (kept)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kafka.h"
 
@@ -317,18 +318,26 @@ int rulesync_ensure_topics(const config_t *cfg, const char *const *departments, 
     }
     if (kafka_topics_ensure(rk, specs, ns, RULESYNC_TIMEOUT_MS, errstr, errstr_size))
         goto done;
-    /* An existing credit.state with another partition count would split subjects' state. */
-    rkt = rd_kafka_topic_new(rk, names[1], NULL);
-    err = rd_kafka_metadata(rk, 0, rkt, &md, RULESYNC_TIMEOUT_MS);
-    rd_kafka_topic_destroy(rkt);
-    if (!err && md->topic_cnt == 1 && md->topics[0].partition_cnt != ev_parts) {
+    /* An existing credit.state with another partition count would split subjects' state. A
+     * topic just created may show no partitions for a moment: ask again. */
+    int state_parts = 0;
+    for (int attempt = 0; attempt < 50 && state_parts == 0; attempt++) {
+        if (attempt)
+            usleep(200000);
+        rkt = rd_kafka_topic_new(rk, names[1], NULL);
+        err = rd_kafka_metadata(rk, 0, rkt, &md, RULESYNC_TIMEOUT_MS);
+        rd_kafka_topic_destroy(rkt);
+        if (!err && md->topic_cnt == 1 && !md->topics[0].err)
+            state_parts = md->topics[0].partition_cnt;
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        md = NULL;
+    }
+    if (state_parts != ev_parts) {
         snprintf(errstr, errstr_size, "%s has %d partitions but %s has %d: they must match",
-                 names[1], md->topics[0].partition_cnt, names[0], ev_parts);
-        rd_kafka_metadata_destroy(md);
+                 names[1], state_parts, names[0], ev_parts);
         goto done;
     }
-    if (md)
-        rd_kafka_metadata_destroy(md);
     rc = 0;
 done:
     free(actions);

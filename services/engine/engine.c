@@ -32,6 +32,7 @@
 typedef struct cache_entry_s {
     char *key;
     int32_t partition;
+    uint64_t batch; /* the last batch that used it */
     Jrp__V1__SubjectState *st;
     struct cache_entry_s *next;
 } cache_entry_t;
@@ -171,6 +172,8 @@ struct engine_s {
     item_t *items;
     size_t n_items, cap_items;
     uint64_t batch_started_ms;
+    uint64_t batch_seq;
+    size_t evict_cursor;
     size_t batch_max;
     uint64_t batch_max_ms;
 
@@ -716,6 +719,35 @@ static int engine__subject_index(engine_t *eng, cache_entry_t *entry, size_t *in
     return 0;
 }
 
+/*
+ * Make room in the state cache: drop entries the current batch does not use until it is half
+ * full (Redis has every state, so any entry may go). Starting where the last sweep stopped
+ * spreads evictions over the table.
+ */
+static void engine__cache_evict(engine_t *eng)
+{
+    cache_t *c = &eng->cache;
+    size_t target = eng->cache_max / 2;
+    for (size_t i = 0; i < c->n_buckets && c->count > target; i++) {
+        size_t b = (eng->evict_cursor + i) % c->n_buckets;
+        cache_entry_t **pp = &c->buckets[b];
+        while (*pp) {
+            cache_entry_t *e = *pp;
+            if (e->batch == eng->batch_seq) { /* the current batch uses it */
+                pp = &e->next;
+                continue;
+            }
+            *pp = e->next;
+            free(e->key);
+            if (e->st)
+                jrp__v1__subject_state__free_unpacked(e->st, NULL);
+            free(e);
+            c->count--;
+        }
+        eng->evict_cursor = b + 1;
+    }
+}
+
 /* Are Redis's progress marks behind what this engine wrote (a flush or a restart without
  * persistence)? 1 yes, 0 no, -1 Redis unreachable. */
 static int engine__redis_lost(engine_t *eng)
@@ -759,9 +791,15 @@ static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
     int rc = -1;
     if (!missing || !missing_part)
         goto done;
+    eng->batch_seq++;
     for (size_t i = 0; i < eng->n_items; i++) {
-        if (!eng->items[i].ev || cache_get(&eng->cache, keys[i]))
+        if (!eng->items[i].ev)
             continue;
+        cache_entry_t *hit = cache_get(&eng->cache, keys[i]);
+        if (hit) {
+            hit->batch = eng->batch_seq;
+            continue;
+        }
         size_t j;
         for (j = 0; j < n_missing && strcmp(missing[j], keys[i]); j++)
             ;
@@ -780,7 +818,7 @@ static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
             goto done;
         }
         if (eng->cache_max && eng->cache.count + n_missing > eng->cache_max)
-            cache_clear(&eng->cache); /* crude but correct: every state is in Redis too */
+            engine__cache_evict(eng); /* every state is in Redis too: evicting is safe */
         for (size_t j = 0; j < n_missing; j++) {
             Jrp__V1__SubjectState *st = loaded[j];
             if (!st) {
@@ -790,10 +828,12 @@ static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
                 jrp__v1__subject_state__init(st);
             }
             loaded[j] = NULL;
-            if (!cache_put(&eng->cache, missing[j], missing_part[j], st)) {
+            cache_entry_t *e = cache_put(&eng->cache, missing[j], missing_part[j], st);
+            if (!e) {
                 jrp__v1__subject_state__free_unpacked(st, NULL);
                 goto done;
             }
+            e->batch = eng->batch_seq;
         }
     }
     eng->n_subjects = 0;
@@ -1302,11 +1342,14 @@ engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
         goto err;
     }
 
-    /* The consumer: static membership under the same instance name. */
+    /* The consumer: static membership under the same instance name. Prefetch is bounded so a
+     * backlog does not swell memory (configured kafka.* keys may change these two). */
     conf = rd_kafka_conf_new();
     char gid[200];
     snprintf(gid, sizeof(gid), "%s", config_get(cfg, "engine.group"));
-    if (config_apply_kafka(cfg, conf, errstr, errstr_size) ||
+    if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "fetch.max.bytes", "8388608", errstr, errstr_size) ||
+        config_apply_kafka(cfg, conf, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "group.id", gid, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "group.instance.id", eng->instance, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
@@ -1357,6 +1400,12 @@ void engine_stop(engine_t *eng, void (*on_stopped)(void *arg), void *arg)
         engine__process_batch(eng); /* finish what was collected */
     eng->stopping = 1;
     engine__drop_batch(eng);
+    log_info("stopping: %llu events in %llu transactions (%llu aborted), %llu actions, "
+             "%llu dead letters, %llu lapses, %llu recoveries",
+             (unsigned long long)eng->stats.events, (unsigned long long)eng->stats.batches,
+             (unsigned long long)eng->stats.aborts, (unsigned long long)eng->stats.actions,
+             (unsigned long long)eng->stats.dead_letters, (unsigned long long)eng->stats.lapses,
+             (unsigned long long)eng->stats.recoveries);
     if (eng->consumer)
         rd_kafka_consumer_close(eng->consumer); /* leaves the group (revoke callback runs) */
     if (eng->producer)

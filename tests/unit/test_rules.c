@@ -497,6 +497,15 @@ static void test_delisted_lifts_exactly_that_listing(void **state)
         char want[33];
         rules_revoke_id(applied[i], want);
         assert_string_equal(a->action_id, want);
+        /* A REVOKE is complete for the department, although the state keeps measures trimmed. */
+        assert_true(strlen(a->measure_text) > 0);
+        assert_true(strlen(a->legal_basis) > 0);
+        assert_string_equal(a->subject->id, "91350100M000100Y43");
+        assert_int_equal(a->issued_at_ms, T0 + 2);
+    }
+    for (size_t i = 0; i < fx->st->n_measures; i++) {
+        assert_string_equal(fx->st->measures[i]->measure_text, "");
+        assert_null(fx->st->measures[i]->subject);
     }
     assert_int_equal(fx->st->n_measures, logistics); /* the logistics listing is untouched */
     assert_int_equal(fx->st->n_listings, 1);
