@@ -142,7 +142,7 @@ down:
 test: deps
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined tests
 	@$(MAKE) --no-print-directory fuzzers
-	@scripts/test.sh $(BUILD)/san
+	@scripts/test.sh $(BUILD)/san $(BUILD)/fuzz
 
 test-unit: deps
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined tests

@@ -135,6 +135,15 @@ int store_load_states(store_t *st, size_t n, const char *const *subject_keys,
                       Jrp__V1__SubjectState **states, int64_t *offsets, char *errstr,
                       size_t errstr_size)
 {
+    return store_load_states_checked(st, n, subject_keys, states, offsets, 0, NULL, NULL, errstr,
+                                     errstr_size);
+}
+
+int store_load_states_checked(store_t *st, size_t n, const char *const *subject_keys,
+                              Jrp__V1__SubjectState **states, int64_t *offsets, size_t nparts,
+                              const int32_t *partitions, int *ready, char *errstr,
+                              size_t errstr_size)
+{
     char key[512];
     redis_pipe_reset(st->pipe);
     for (size_t i = 0; i < n; i++) {
@@ -146,10 +155,26 @@ int store_load_states(store_t *st, size_t n, const char *const *subject_keys,
             return -1;
         }
     }
-    if (n == 0)
+    for (size_t i = 0; i < nparts; i++) {
+        snprintf(key, sizeof(key), "%sstate:ready:%d", st->prefix, (int)partitions[i]);
+        if (redis_pipe_addv(st->pipe, "EXISTS", key, NULL)) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+    }
+    if (n + nparts == 0)
         return 0;
     if (store__exec(st, errstr, errstr_size))
         return -1;
+    for (size_t i = 0; i < nparts; i++) {
+        const redisReply *r = redis_pipe_reply(st->pipe, n + i);
+        if (!r || r->type != REDIS_REPLY_INTEGER) {
+            snprintf(errstr, errstr_size, "redis: EXISTS ready: %s",
+                     r && r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            return -1;
+        }
+        ready[i] = r->integer == 1;
+    }
     for (size_t i = 0; i < n; i++) {
         const char *e = store__reply_error(st, i);
         const redisReply *r = redis_pipe_reply(st->pipe, i);
@@ -179,6 +204,32 @@ err:
             states[i] = NULL;
         }
     return -1;
+}
+
+int store_mark_ready(store_t *st, size_t nparts, const int32_t *partitions, char *errstr,
+                     size_t errstr_size)
+{
+    char key[256];
+    redis_pipe_reset(st->pipe);
+    for (size_t i = 0; i < nparts; i++) {
+        snprintf(key, sizeof(key), "%sstate:ready:%d", st->prefix, (int)partitions[i]);
+        if (redis_pipe_addv(st->pipe, "SET", key, "1", NULL)) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+    }
+    if (nparts == 0)
+        return 0;
+    if (store__exec(st, errstr, errstr_size))
+        return -1;
+    for (size_t i = 0; i < nparts; i++) {
+        const char *e = store__reply_error(st, i);
+        if (e) {
+            snprintf(errstr, errstr_size, "redis: SET ready: %s", e);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int store_get_progress(store_t *st, size_t n, const int32_t *partitions, int64_t *out, char *errstr,

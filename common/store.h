@@ -7,6 +7,7 @@
  * Keys (P = redis.prefix, default "jrp:"):
  *   P{<subject key>}:state   hash  off = changelog offset, st = SubjectState bytes
  *   Pstate:progress:<p>      string highest credit.state offset of partition p applied
+ *   Pstate:ready:<p>         string set by recovery: Redis holds partition p's whole changelog
  *   Pexpiry:<p>              zset  subject key -> next lapse or escalation due (ms)
  *   Prules:v:<n>             string RuleSet bytes of version n
  *   Prules:versions          zset  n -> n
@@ -43,6 +44,21 @@ void store_state_key(const store_t *st, const char *subject_key, char *buf, size
 int store_load_states(store_t *st, size_t n, const char *const *subject_keys,
                       Jrp__V1__SubjectState **states, int64_t *offsets, char *errstr,
                       size_t errstr_size);
+
+/*
+ * The same, and then (in the same round trip, so after the loads) whether each of the nparts
+ * partitions is still marked ready: a partition whose mark is gone lost its cache (FLUSHALL, a
+ * restart without persistence) and its loaded states must not be trusted. ready[i] is 1 or 0.
+ */
+int store_load_states_checked(store_t *st, size_t n, const char *const *subject_keys,
+                              Jrp__V1__SubjectState **states, int64_t *offsets, size_t nparts,
+                              const int32_t *partitions, int *ready, char *errstr,
+                              size_t errstr_size);
+
+/* Mark partitions ready: Redis holds their whole changelog. Only recovery calls this, so a
+ * write that lands after a flush cannot make a partial cache look whole. 0 or -1. */
+int store_mark_ready(store_t *st, size_t nparts, const int32_t *partitions, char *errstr,
+                     size_t errstr_size);
 
 /* Progress of n partitions (-1 where Redis has none) in one round trip. 0 or -1. */
 int store_get_progress(store_t *st, size_t n, const int32_t *partitions, int64_t *out, char *errstr,

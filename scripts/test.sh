@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 unit_only=0
 if [ "${1:-}" = "--unit-only" ]; then unit_only=1; shift; fi
 vdir=${1:-build/san}
+fuzzdir=${2:-build/fuzz}
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
@@ -45,7 +46,9 @@ run_binary() {
     if [ "$f" -ne 0 ]; then
         failures+=("$bin")
         echo "---- $bin (exit $rc) ----"
-        tail -n 60 "$out"
+        grep -E '^\[ +(RUN|ERROR|LINE|FAILED) +\]' "$out" | head -n 40
+        echo "---- last lines:"
+        tail -n 40 "$out"
     else
         echo "ok   $(basename "$bin"): $p passed"
     fi
@@ -79,7 +82,7 @@ run_fuzzer() {
     rm -rf "$out" "$corpus"
 }
 if [ "$unit_only" = 0 ]; then
-    for bin in build/fuzz/fuzz_*; do
+    for bin in "$fuzzdir"/fuzz_*; do
         [ -x "$bin" ] && run_fuzzer "$bin"
     done
 fi

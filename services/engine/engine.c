@@ -162,8 +162,6 @@ struct engine_s {
     /* The partitions of credit.events this engine owns. */
     int32_t *owned;
     size_t n_owned;
-    int64_t *known_progress; /* per partition number: highest state offset Redis holds */
-    size_t n_known;
     int needs_recovery;
     int paused;
     int subscribed;
@@ -292,21 +290,6 @@ static int engine__check_rules(engine_t *eng)
 /* --- assignment and recovery --------------------------------------------------------------------
  */
 
-static int64_t *engine__progress_slot(engine_t *eng, int32_t p)
-{
-    if ((size_t)p >= eng->n_known) {
-        size_t n = (size_t)p + 16;
-        int64_t *k = realloc(eng->known_progress, n * sizeof(*k));
-        if (!k)
-            return NULL;
-        for (size_t i = eng->n_known; i < n; i++)
-            k[i] = -1;
-        eng->known_progress = k;
-        eng->n_known = n;
-    }
-    return &eng->known_progress[p];
-}
-
 static void engine__pause(engine_t *eng, int pause)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -340,8 +323,21 @@ static int engine__recover(engine_t *eng)
     int rc = -1, remaining = 0;
     if (!progress || !writes || !held)
         goto done;
-    if (store_get_progress(eng->store, eng->n_owned, eng->owned, progress, err, sizeof(err)))
+    int *ready = calloc(eng->n_owned, sizeof(int));
+    if (!ready)
+        goto done;
+    if (store_get_progress(eng->store, eng->n_owned, eng->owned, progress, err, sizeof(err)) ||
+        store_load_states_checked(eng->store, 0, NULL, NULL, NULL, eng->n_owned, eng->owned, ready,
+                                  err, sizeof(err))) {
+        free(ready);
         goto fail;
+    }
+    /* A partition not marked ready may have lost states older than its progress mark (a
+     * write can land after a flush): replay it whole. */
+    for (size_t i = 0; i < eng->n_owned; i++)
+        if (!ready[i])
+            progress[i] = -1;
+    free(ready);
     c = kafka_reader_create(eng->cfg, err, sizeof(err));
     if (!c)
         goto fail;
@@ -356,9 +352,6 @@ static int engine__recover(engine_t *eng)
             goto fail;
         }
         int64_t from = progress[i] >= 0 ? progress[i] + 1 : lo;
-        int64_t *known = engine__progress_slot(eng, eng->owned[i]);
-        if (known)
-            *known = progress[i];
         if (from < hi) {
             rd_kafka_topic_partition_list_add(assign, eng->topic_state, eng->owned[i])->offset =
                 from;
@@ -367,8 +360,7 @@ static int engine__recover(engine_t *eng)
     }
     if (remaining == 0) {
         rd_kafka_topic_partition_list_destroy(assign);
-        rc = 0;
-        goto done;
+        goto whole;
     }
     rd_kafka_assign(c, assign);
     rd_kafka_topic_partition_list_destroy(assign);
@@ -407,9 +399,6 @@ static int engine__recover(engine_t *eng)
         w->next_due_ms = eng->rules ? rules_next_due(eng->rules, st) : rules_next_lapse(st);
         jrp__v1__subject_state__free_unpacked(st, NULL);
         held[n_writes++] = m; /* keeps the payload alive until the write */
-        int64_t *known = engine__progress_slot(eng, m->partition);
-        if (known && m->offset > *known)
-            *known = m->offset;
         replayed++;
         if (n_writes == ENGINE_LAPSE_BATCH) {
             int wrc = store_write_states(eng->store, writes, n_writes, err, sizeof(err));
@@ -427,6 +416,10 @@ static int engine__recover(engine_t *eng)
         goto fail;
     }
     if (n_writes && store_write_states(eng->store, writes, n_writes, err, sizeof(err)))
+        goto fail;
+whole:
+    /* Redis now holds every partition's whole changelog. */
+    if (store_mark_ready(eng->store, eng->n_owned, eng->owned, err, sizeof(err)))
         goto fail;
     rc = 0;
     goto done;
@@ -748,31 +741,30 @@ static void engine__cache_evict(engine_t *eng)
     }
 }
 
-/* Are Redis's progress marks behind what this engine wrote (a flush or a restart without
- * persistence)? 1 yes, 0 no, -1 Redis unreachable. */
+/* Did Redis lose the cache of an owned partition (a flush, a restart without persistence)? Its
+ * ready mark, set only by recovery, is then gone. 1 yes, 0 no, -1 Redis unreachable. */
 static int engine__redis_lost(engine_t *eng)
 {
     char err[512];
     if (eng->n_owned == 0)
         return 0;
-    int64_t *progress = calloc(eng->n_owned, sizeof(int64_t));
-    if (!progress)
+    int *ready = calloc(eng->n_owned, sizeof(int));
+    if (!ready)
         return -1;
     int rc = 0;
-    if (store_get_progress(eng->store, eng->n_owned, eng->owned, progress, err, sizeof(err))) {
+    if (store_load_states_checked(eng->store, 0, NULL, NULL, NULL, eng->n_owned, eng->owned, ready,
+                                  err, sizeof(err))) {
         log_warn("%s", err);
         rc = -1;
     } else {
-        for (size_t i = 0; i < eng->n_owned; i++) {
-            int64_t *known = engine__progress_slot(eng, eng->owned[i]);
-            if (known && progress[i] < *known) {
-                log_warn("Redis lost state of partition %d (has offset %lld, wrote %lld)",
-                         (int)eng->owned[i], (long long)progress[i], (long long)*known);
+        for (size_t i = 0; i < eng->n_owned; i++)
+            if (!ready[i]) {
+                log_warn("Redis lost the state of partition %d: rebuilding it from %s",
+                         (int)eng->owned[i], eng->topic_state);
                 rc = 1;
             }
-        }
     }
-    free(progress);
+    free(ready);
     return rc;
 }
 
@@ -916,12 +908,6 @@ static void engine__write_redis(engine_t *eng)
     if (store_write_states(eng->store, w, n, err, sizeof(err))) {
         log_warn("Redis write after commit failed (recovery will repair it): %s", err);
         eng->needs_recovery = 1;
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            int64_t *known = engine__progress_slot(eng, w[i].partition);
-            if (known && w[i].offset > *known)
-                *known = w[i].offset;
-        }
     }
     free(w);
 }
@@ -1441,7 +1427,6 @@ void engine_destroy(engine_t *eng)
     free(eng->cache.buckets);
     free(eng->subjects);
     free(eng->owned);
-    free(eng->known_progress);
     free(eng);
 }
 

@@ -196,8 +196,14 @@ static void test_kill_nine_five_times(void **state)
     send_rounds(h, 0, 3, t0);
     harness_engine_start(h);
     for (int k = 0; k < KILLS; k++) {
-        usleep((useconds_t)(700000 + rand() % 2500000)); /* 0.7 .. 3.2 s */
-        size_t seen = harness_wait_decisions(h, 0, 1500);
+        /* Kill while the engine is working: once it has committed something since it was
+         * (re)started, after a random further delay (mid-batch, mid-commit or in between). */
+        harness_records_t now;
+        harness_read(h, "decisions", NULL, 0, 300, 60000, &now);
+        size_t seen = now.n;
+        harness_records_free(&now, NULL);
+        seen = harness_wait_decisions(h, seen + 1, 120000);
+        usleep((useconds_t)(rand() % 1500000));
         print_message("kill -9 #%d after %zu committed decisions\n", k + 1, seen);
         assert_int_equal(harness_engine_signal(h, SIGKILL), 128 + SIGKILL);
         harness_engine_start(h);
@@ -205,8 +211,11 @@ static void test_kill_nine_five_times(void **state)
             send_rounds(h, 3, ROUNDS, t0); /* the rest arrives while the engine is crashing */
     }
     size_t total = (size_t)SUBJECTS * ROUNDS;
-    size_t decisions = harness_wait_decisions(h, total, 600000);
-    assert_int_equal(decisions, total); /* each event decided once: none lost, none twice */
+    assert_int_equal(harness_wait_decisions(h, total, 600000), total);
+    harness_records_t all;
+    harness_read(h, "decisions", NULL, total, 3000, 60000, &all);
+    assert_int_equal(all.n, total); /* each event decided once: none lost, none twice */
+    harness_records_free(&all, NULL);
 
     Jrp__V1__SubjectState **states = calloc(SUBJECTS, sizeof(*states));
     idset_t expected = {0}, got = {0};
@@ -223,9 +232,11 @@ static void test_kill_nine_five_times(void **state)
 static void flushall(void)
 {
     char err[256];
-    redisContext *c = redis_connect(testenv_redis_url(), 5000, err, sizeof(err));
+    /* ASYNC: the keyspace is emptied at once, memory is reclaimed in the background (a large
+     * synchronous flush could outlast the client's timeout). */
+    redisContext *c = redis_connect(testenv_redis_url(), 60000, err, sizeof(err));
     assert_non_null(c);
-    redisReply *r = redisCommand(c, "FLUSHALL");
+    redisReply *r = redisCommand(c, "FLUSHALL ASYNC");
     assert_non_null(r);
     assert_int_not_equal(r->type, REDIS_REPLY_ERROR);
     freeReplyObject(r);
@@ -242,10 +253,18 @@ static void test_redis_flushall_mid_run(void **state)
     /* Rounds 0 and 1: listed black and red (incentives suppressed). */
     send_rounds(h, 0, 2, t0);
     assert_int_equal(harness_wait_decisions(h, 2 * SUBJECTS, 300000), 2 * SUBJECTS);
-    flushall(); /* the cache is gone: states, progress, rules, scripts */
-    /* Rounds 2..4: delistings, a new black listing and its delisting. */
+    /* Rounds 2..4 (delistings, a new black listing and its delisting); the cache is flushed
+     * while the engine is working through them: states, progress, rules and scripts. */
     send_rounds(h, 2, ROUNDS, t0);
+    size_t at = harness_wait_decisions(h, 2 * SUBJECTS + 300, 300000);
+    flushall();
+    print_message("FLUSHALL after %zu of %d decisions\n", at, ROUNDS * SUBJECTS);
+    assert_true(at < (size_t)ROUNDS * SUBJECTS); /* really mid-run */
     assert_int_equal(harness_wait_decisions(h, ROUNDS * SUBJECTS, 300000), ROUNDS * SUBJECTS);
+    harness_records_t all;
+    harness_read(h, "decisions", NULL, ROUNDS * SUBJECTS, 3000, 60000, &all);
+    assert_int_equal(all.n, ROUNDS * SUBJECTS);
+    harness_records_free(&all, NULL);
     Jrp__V1__SubjectState **states = calloc(SUBJECTS, sizeof(*states));
     idset_t expected = {0}, got = {0};
     expected_actions(t0, 0, ROUNDS, &expected, states);

@@ -63,13 +63,15 @@ typedef struct harness_records_s {
 
 /*
  * Read suffix (e.g. "actions.transport") until at least min records arrived and then quiet_ms pass
- * with nothing new, or timeout_ms in all. desc decodes values (NULL keeps raw bytes).
+ * with nothing new (quiet_ms 0: return as soon as min arrived), or timeout_ms in all. desc
+ * decodes values (NULL keeps raw bytes).
  */
 void harness_read(harness_t *h, const char *suffix, const void *desc, size_t min, int quiet_ms,
                   int timeout_ms, harness_records_t *out);
 void harness_records_free(harness_records_t *r, const void *desc);
 
-/* Wait until decisions for at least n events are committed; returns the count seen. */
+/* Wait until decisions for at least n events are committed; returns the count seen then (it
+ * does not wait for more: use harness_read with a quiet period to check nothing follows). */
 size_t harness_wait_decisions(harness_t *h, size_t n, int timeout_ms);
 
 /* Wall-clock ms. */
