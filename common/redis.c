@@ -914,6 +914,53 @@ fail:
     return -1;
 }
 
+typedef struct redis__sub_s {
+    redis_async_t *ra;
+    redis_async_message_cb *cb;
+    void *arg;
+} redis__sub_t;
+
+/* hiredis calls a subscription's callback for the SUBSCRIBE confirmation, for every message, and
+ * once with NULL when the connection goes: only then may its data be freed. */
+static void redis__async_on_message(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis__sub_t *sub = privdata;
+    redisReply *reply = r;
+    (void)ac;
+    if (!reply) {
+        free(sub);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(reply->element[0]->str, "message") ||
+        reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    sub->cb(sub->ra, reply->element[1]->str, reply->element[2]->str, reply->element[2]->len,
+            sub->arg);
+}
+
+int redis_async_subscribe(redis_async_t *ra, const char *channel, redis_async_message_cb *cb,
+                          void *arg)
+{
+    if (!redis_async_is_connected(ra) || !ra->ac || !channel || !cb)
+        return -1;
+    redis__sub_t *sub = malloc(sizeof(*sub));
+    if (!sub)
+        return -1;
+    sub->ra = ra;
+    sub->cb = cb;
+    sub->arg = arg;
+    const char *argv[] = {"SUBSCRIBE", channel};
+    size_t argvlen[] = {9, strlen(channel)};
+    if (redisAsyncCommandArgv(ra->ac, redis__async_on_message, sub, 2, argv, argvlen) != REDIS_OK) {
+        free(sub);
+        return -1;
+    }
+    return 0;
+}
+
 static void redis__async_on_close(uv_handle_t *h)
 {
     free(h->data);

@@ -14,9 +14,9 @@
 
 typedef struct redis_url_s {
     char host[256];
-    int port;          /* default 6379 */
+    int port;           /* default 6379 */
     char password[256]; /* "" = none */
-    int db;            /* default 0 */
+    int db;             /* default 0 */
 } redis_url_t;
 
 /* Parse url into out; 0, or -1 with a reason in errstr. */
@@ -74,6 +74,16 @@ int redis_async_is_connected(const redis_async_t *ra);
 /* Queue a command; cb may be NULL. The reply is valid only inside cb. 0 or -1 (not connected). */
 int redis_async_command(redis_async_t *ra, redis_async_reply_cb *cb, void *arg, int argc,
                         const char **argv, const size_t *argvlen);
+/*
+ * Subscribe to channel; cb runs for every message published on it, as long as the connection
+ * lasts. After a reconnect the caller subscribes again (its on_state callback is the place).
+ * 0 or -1 (not connected).
+ */
+typedef void redis_async_message_cb(redis_async_t *ra, const char *channel, const char *message,
+                                    size_t len, void *arg);
+int redis_async_subscribe(redis_async_t *ra, const char *channel, redis_async_message_cb *cb,
+                          void *arg);
+
 /* Disconnect (pending callbacks get reply == NULL) and free once hiredis and libuv let go. */
 void redis_async_destroy(redis_async_t *ra);
 

@@ -18,6 +18,7 @@
 #include "jrp/v1/decision.pb-c.h"
 #include "kafka.h"
 #include "log.h"
+#include "redis.h"
 #include "rules.h"
 #include "rulesync.h"
 #include "store.h"
@@ -150,6 +151,7 @@ struct engine_s {
     uv_timer_t cron;
     int cron_started;
     store_t *store;
+    redis_async_t *notices; /* pub/sub: a newly activated rule set is checked at once */
     rules_t *rules;
     rules_match_opts_t opts;
     cache_t cache;
@@ -1361,8 +1363,34 @@ err:
     return NULL;
 }
 
+static void engine__on_rules_notice(redis_async_t *ra, const char *channel, const char *message,
+                                    size_t len, void *arg)
+{
+    engine_t *eng = arg;
+    (void)ra;
+    (void)channel;
+    log_info("rule set %.*s activated: checking now", (int)len, message);
+    eng->next_rules_ms = 0; /* the cron, within ENGINE_CRON_MS */
+}
+
+static void engine__on_notices_state(redis_async_t *ra, int connected, void *arg)
+{
+    engine_t *eng = arg;
+    char chan[256];
+    if (!connected)
+        return; /* the periodic check covers the gap; we subscribe again on reconnect */
+    snprintf(chan, sizeof(chan), "%srules:activated", store_prefix(eng->store));
+    if (redis_async_subscribe(ra, chan, engine__on_rules_notice, eng))
+        log_warn("cannot subscribe to %s; relying on the periodic check", chan);
+}
+
 int engine_start(engine_t *eng)
 {
+    char err[512];
+    eng->notices = redis_async_create(eng->loop, config_get(eng->cfg, "redis.url"),
+                                      engine__on_notices_state, eng, err, sizeof(err));
+    if (!eng->notices)
+        log_warn("no rule-set notices (%s); relying on the periodic check", err);
     eng->bridge = kafka_uv_create(eng->loop, eng->consumer_queue, engine__on_consumer_ready, eng);
     if (!eng->bridge || uv_timer_init(eng->loop, &eng->cron))
         return -1;
@@ -1399,6 +1427,10 @@ void engine_stop(engine_t *eng, void (*on_stopped)(void *arg), void *arg)
     if (eng->bridge) {
         kafka_uv_destroy(eng->bridge);
         eng->bridge = NULL;
+    }
+    if (eng->notices) {
+        redis_async_destroy(eng->notices);
+        eng->notices = NULL;
     }
     if (eng->cron_started) {
         uv_timer_stop(&eng->cron);

@@ -719,6 +719,58 @@ static void test_memorandum_in_force(void **state)
     assert_int_equal(fx->res.outcome, JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_NO_MATCH);
 }
 
+static void test_escalation_focus_in_three_fields(void **state)
+{
+    fixture_t *fx = *state;
+    const char *lists[] = {"focus.taxi", "focus.overload", "focus.tourism"};
+    rules_escalation_out_t out = {0};
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "f-%d", i);
+        Jrp__V1__CreditEvent ev =
+            event(id, JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_ent, lists[i], T0 + i);
+        match(fx, &ev, T0 + i);
+        assert_int_equal(rules_escalate(fx->rules, fx->st, T0 + i, &out), 0);
+        assert_int_equal(out.n, i == 2 ? 1 : 0); /* the third field escalates */
+        if (i < 2)
+            continue;
+        const Jrp__V1__CreditEvent *d = out.events[0];
+        assert_int_equal(d->kind, JRP__V1__EVENT_KIND__EVENT_KIND_LISTED);
+        assert_string_equal(d->list_code, "focus.bigdata_warning");
+        assert_string_equal(d->source_department, "jrp");
+        assert_int_equal(strncmp(d->event_id, "esc-", 4), 0);
+        assert_int_equal(d->valid_until_ms, T0 + 2 + 365 * DAY);
+        assert_string_equal(d->subject->id, "91350100M000100Y43");
+        assert_int_equal(out.alerts[0]->kind, JRP__V1__ALERT_KIND__ALERT_KIND_ESCALATION);
+        assert_string_equal(out.alerts[0]->derived_event_id, d->event_id);
+        assert_string_equal(out.alerts[0]->escalation_id, "bigdata-warning");
+    }
+    rules_escalation_out_clear(&out);
+    /* It fires once for the same listings. */
+    assert_int_equal(rules_escalate(fx->rules, fx->st, T0 + 10, &out), 0);
+    assert_int_equal(out.n, 0);
+}
+
+static void test_escalation_focus_not_lifted_in_time(void **state)
+{
+    fixture_t *fx = *state;
+    Jrp__V1__CreditEvent ev =
+        event("t-1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_person, "focus.taxi", T0);
+    match(fx, &ev, T0);
+    assert_int_equal(rules_next_due(fx->rules, fx->st), T0 + 180 * DAY);
+    rules_escalation_out_t out = {0};
+    assert_int_equal(rules_escalate(fx->rules, fx->st, T0 + 180 * DAY - 1, &out), 0);
+    assert_int_equal(out.n, 0);
+    assert_int_equal(rules_escalate(fx->rules, fx->st, T0 + 180 * DAY, &out), 0);
+    assert_int_equal(out.n, 1);
+    assert_string_equal(out.events[0]->list_code, "black.taxi");
+    assert_int_equal(out.events[0]->valid_until_ms, T0 + 180 * DAY + 730 * DAY);
+    rules_escalation_out_clear(&out);
+    assert_int_equal(rules_next_due(fx->rules, fx->st), 0); /* fired: nothing more due */
+    assert_int_equal(rules_escalate(fx->rules, fx->st, T0 + 200 * DAY, &out), 0);
+    assert_int_equal(out.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -736,6 +788,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_grades, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lapse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memorandum_in_force, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_escalation_focus_in_three_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_escalation_focus_not_lifted_in_time, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
