@@ -14,6 +14,7 @@
 
 #include "ids.h"
 #include "pbjson.h"
+#include "utf8.h"
 
 #define CODEC_MAX_ID 128   /* event_id, action_id, decision_no, versions */
 #define CODEC_MAX_NAME 256 /* subject.name */
@@ -65,46 +66,6 @@ static const char *str(const char *s)
     return s ? s : "";
 }
 
-/* Same strictness as jansson and pbjson: protobuf-c does not check strings from the wire. */
-static int utf8_valid(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned char c = *p;
-        size_t len;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-            cp = c & 0x1F;
-            min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3;
-            cp = c & 0x0F;
-            min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            cp = c & 0x07;
-            min = 0x10000;
-        } else {
-            return 0;
-        }
-        /* A continuation byte is never NUL, so this stops at the terminator. */
-        for (size_t i = 1; i < len; i++) {
-            if ((p[i] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        p += len;
-    }
-    return 1;
-}
-
 /*
  * Free text: valid UTF-8, at most max bytes, and (single_line) no control characters, which in
  * a title or a name only ever come from a broken export.
@@ -114,7 +75,7 @@ static void check_text(codec_check_t *ck, const char *field, const char *s, size
 {
     s = str(s);
     size_t len = strlen(s);
-    if (!utf8_valid(s)) {
+    if (!utf8_valid(s, strlen(s))) {
         fail(ck, field, "bad_utf8", "field \"%s\" is not valid UTF-8", field);
         return;
     }

@@ -79,6 +79,23 @@ rd_kafka_t *kafka_producer_create(const config_t *cfg, const char *transactional
     return rk;
 }
 
+/* A consumer from jrp's conf, with its main queue redirected to the consumer queue. */
+static rd_kafka_t *kafka__consumer_new(const config_t *cfg, const char *const *defaults,
+                                       const char *const *forced, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = kafka__conf(cfg, defaults, forced, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    conf = NULL; /* now owned by rk */
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
 rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
                                   const char *group_instance_id, int read_uncommitted, char *errstr,
                                   size_t errstr_size)
@@ -100,16 +117,7 @@ rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
         "isolation.level", read_uncommitted ? "read_uncommitted" : "read_committed",
         NULL};
     /* clang-format on */
-    rd_kafka_conf_t *conf = kafka__conf(cfg, defaults, forced, errstr, errstr_size);
-    if (!conf)
-        return NULL;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    return kafka__consumer_new(cfg, defaults, forced, errstr, errstr_size);
 }
 
 rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr_size)
@@ -125,16 +133,7 @@ rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr
         "isolation.level", "read_committed",
         NULL};
     /* clang-format on */
-    rd_kafka_conf_t *conf = kafka__conf(cfg, NULL, forced, errstr, errstr_size);
-    if (!conf)
-        return NULL;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    return kafka__consumer_new(cfg, NULL, forced, errstr, errstr_size);
 }
 
 rd_kafka_headers_t *kafka_headers(const char *schema, const char *traceparent)
