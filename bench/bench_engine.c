@@ -1,11 +1,20 @@
 /*
  * bench_engine: the pieces of the engine benchmark (bench/engine.sh runs them in order).
- *   produce CONF N [RATE]      N listing events on <prefix>events (RATE/s paced, 0 = flat out)
+ *   produce CONF N [RATE] [OFFSET]
+ *                              N listing events on <prefix>events (RATE/s paced, 0 = flat out),
+ *                              numbered from OFFSET (event ids b-<number>)
  *   passthrough CONF N K       consume N events, produce K records for each, with the engine's
  *                              transaction batching (the floor an engine cannot beat)
- *   measure CONF TOPIC N FIELD read N outputs of TOPIC and the events; print throughput from the
- *                              outputs' timestamps and event->output latency percentiles.
- *                              FIELD says where the event id is: decision | event | json
+ *   measure CONF TOPIC N FIELD [SKIP]
+ *                              read N outputs of TOPIC and the events; print throughput from the
+ *                              outputs' timestamps and event->output latency percentiles
+ *                              (p50/p99 to the output's timestamp; seen_p50/seen_p99 to when
+ *                              this reader got it, meaningful when it runs along the system).
+ *                              FIELD says where the event id is: decision | event | json;
+ *                              SKIP more events than N are read (warm-up events)
+ *   count CONF SUFFIX...       committed records on the topics <prefix>SUFFIX (a SUFFIX ending
+ *                              in "." takes every topic that starts with <prefix>SUFFIX)
+ *   drop CONF                  delete every topic whose name starts with <prefix>
  * Prints one "key=value ..." line for the driver script.
  */
 #include <jansson.h>
@@ -80,9 +89,9 @@ static int produce(const config_t *cfg, long n, long rate, long offset)
         size_t len = jrp__v1__credit_event__pack(&ev, buf);
         snprintf(key, sizeof(key), "enterprise:%s", id);
         for (;;) {
-            rd_kafka_resp_err_t e = kafka_produce(p, topic, RD_KAFKA_PARTITION_UA, key,
-                                                  strlen(key), buf, len,
-                                                  kafka_headers("jrp.v1.CreditEvent", NULL), NULL);
+            rd_kafka_resp_err_t e =
+                kafka_produce(p, topic, RD_KAFKA_PARTITION_UA, key, strlen(key), buf, len,
+                              kafka_headers("jrp.v1.CreditEvent", NULL), NULL);
             if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
                 rd_kafka_poll(p, 10);
                 continue;
@@ -139,8 +148,8 @@ static int passthrough(const config_t *cfg, long n, int k)
                 open = 1;
             }
             for (int i = 0; i < k; i++)
-                while (kafka_produce(p, out, RD_KAFKA_PARTITION_UA, m->key, m->key_len,
-                                     m->payload, m->len, kafka_headers("jrp.v1.CreditEvent", NULL),
+                while (kafka_produce(p, out, RD_KAFKA_PARTITION_UA, m->key, m->key_len, m->payload,
+                                     m->len, kafka_headers("jrp.v1.CreditEvent", NULL),
                                      NULL) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
                     rd_kafka_poll(p, 10);
             in_batch++;
@@ -168,7 +177,8 @@ static int passthrough(const config_t *cfg, long n, int k)
 
 typedef struct seen_s {
     char *id;
-    int64_t ts;
+    int64_t ts;   /* the record's timestamp (set by its producer) */
+    int64_t recv; /* when this reader got it: when it became visible, if the reader ran along */
 } seen_t;
 
 static int cmp_seen(const void *a, const void *b)
@@ -182,28 +192,43 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Read a whole topic (read_committed) up to its end, giving each record to fn. */
+/* Partitions of topic, waiting until it exists (outputs appear with the first record) or the
+ * deadline passes: 0 then. */
+static int topic_partitions(rd_kafka_t *rk, const char *topic, int64_t deadline)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    int parts = 0;
+    while (!parts && now_ms() < deadline) {
+        const rd_kafka_metadata_t *md = NULL;
+        if (!rd_kafka_metadata(rk, 0, rkt, &md, 5000) && md->topic_cnt == 1 && !md->topics[0].err)
+            parts = md->topics[0].partition_cnt;
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        if (!parts)
+            usleep(200000);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return parts;
+}
+
+/* Read N records (read_committed) of a topic from its start, giving each record to fn. */
 static long read_topic(const config_t *cfg, const char *topic, long want, int timeout_s,
                        void (*fn)(const rd_kafka_message_t *m, void *arg), void *arg)
 {
     char err[512];
     rd_kafka_t *c = kafka_reader_create(cfg, err, sizeof(err));
-    const rd_kafka_metadata_t *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topic, NULL);
-    if (rd_kafka_metadata(c, 0, rkt, &md, 10000) || md->topic_cnt != 1) {
-        fprintf(stderr, "bench_engine: no topic %s\n", topic);
+    int64_t end = now_ms() + timeout_s * 1000LL;
+    int parts = topic_partitions(c, topic, end);
+    if (parts <= 0) {
+        fprintf(stderr, "bench_engine: no topic %s after %d s\n", topic, timeout_s);
         exit(1);
     }
-    int parts = md->topics[0].partition_cnt;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
     for (int i = 0; i < parts; i++)
         rd_kafka_topic_partition_list_add(l, topic, i)->offset = RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_assign(c, l);
     rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(rkt);
     long n = 0;
-    int64_t end = now_ms() + timeout_s * 1000LL;
     while (n < want && now_ms() < end) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
         if (!m)
@@ -257,6 +282,7 @@ static void collect(const rd_kafka_message_t *m, void *arg)
     rd_kafka_timestamp_type_t tt;
     c->v[c->n].id = strdup(id);
     c->v[c->n].ts = rd_kafka_message_timestamp(m, &tt);
+    c->v[c->n].recv = now_ms();
     c->n++;
 }
 
@@ -268,34 +294,143 @@ static int measure(const config_t *cfg, const char *suffix, long n, const char *
     config_topic(cfg, "events", ev_topic, sizeof(ev_topic));
     collect_t outs = {.field = field}, evs = {.field = "event"};
     long got = read_topic(cfg, out_topic, n, 900, collect, &outs);
-    read_topic(cfg, ev_topic, n + skip_events, 300, collect, &evs);
     if (got < n) {
         printf("error=only_%ld_of_%ld_outputs\n", got, n);
         return 1;
     }
-    /* First output per event id; its latency from the event's own timestamp. */
+    /* The events: as many as the outputs name (one event may have several outputs), and SKIP. */
     qsort(outs.v, (size_t)outs.n, sizeof(seen_t), cmp_seen);
+    long distinct = 0;
+    for (long i = 0; i < outs.n; i++)
+        distinct += i == 0 || strcmp(outs.v[i].id, outs.v[i - 1].id);
+    read_topic(cfg, ev_topic, distinct + skip_events, 300, collect, &evs);
     qsort(evs.v, (size_t)evs.n, sizeof(seen_t), cmp_seen);
+    /* Per event id, its last output (all of its outputs written): the latency from the event's
+     * own timestamp to that output's timestamp (lat) and to when this reader saw it (seen). */
     int64_t first = INT64_MAX, last = 0;
     int64_t *lat = calloc((size_t)outs.n + 1, sizeof(int64_t));
+    int64_t *seen = calloc((size_t)outs.n + 1, sizeof(int64_t));
     long nl = 0;
-    for (long i = 0, j = 0; i < outs.n; i++) {
-        if (outs.v[i].ts < first)
-            first = outs.v[i].ts;
-        if (outs.v[i].ts > last)
-            last = outs.v[i].ts;
-        if (i > 0 && !strcmp(outs.v[i].id, outs.v[i - 1].id))
-            continue;
+    for (long i = 0, j = 0; i < outs.n;) {
+        int64_t ts = 0, recv = 0;
+        long g = i;
+        for (; g < outs.n && !strcmp(outs.v[g].id, outs.v[i].id); g++) {
+            ts = outs.v[g].ts > ts ? outs.v[g].ts : ts;
+            recv = outs.v[g].recv > recv ? outs.v[g].recv : recv;
+            first = outs.v[g].ts < first ? outs.v[g].ts : first;
+            last = outs.v[g].ts > last ? outs.v[g].ts : last;
+        }
         while (j < evs.n && strcmp(evs.v[j].id, outs.v[i].id) < 0)
             j++;
-        if (j < evs.n && !strcmp(evs.v[j].id, outs.v[i].id))
-            lat[nl++] = outs.v[i].ts - evs.v[j].ts;
+        if (j < evs.n && !strcmp(evs.v[j].id, outs.v[i].id)) {
+            lat[nl] = ts - evs.v[j].ts;
+            seen[nl++] = recv - evs.v[j].ts;
+        }
+        i = g;
     }
     qsort(lat, (size_t)nl, sizeof(int64_t), cmp_i64);
+    qsort(seen, (size_t)nl, sizeof(int64_t), cmp_i64);
     double secs = (last - first) / 1000.0;
-    printf("outputs=%ld events_per_s=%.0f p50_ms=%lld p99_ms=%lld seconds=%.2f\n", outs.n,
-           secs > 0 ? (double)nl / secs : 0.0, nl ? (long long)lat[nl / 2] : -1LL,
-           nl ? (long long)lat[nl * 99 / 100] : -1LL, secs);
+    long p50 = nl / 2, p99 = nl * 99 / 100;
+    printf("outputs=%ld events_per_s=%.0f p50_ms=%lld p99_ms=%lld seen_p50_ms=%lld "
+           "seen_p99_ms=%lld seconds=%.2f\n",
+           outs.n, secs > 0 ? (double)nl / secs : 0.0, nl ? (long long)lat[p50] : -1LL,
+           nl ? (long long)lat[p99] : -1LL, nl ? (long long)seen[p50] : -1LL,
+           nl ? (long long)seen[p99] : -1LL, secs);
+    return 0;
+}
+
+/* Count the committed records of the topics named by suffixes ("x." = every topic starting with
+ * <prefix>x.), reading each partition to its end. */
+static int count(const config_t *cfg, int n_suffixes, char **suffixes)
+{
+    char err[512];
+    rd_kafka_t *c = kafka_reader_create(cfg, err, sizeof(err));
+    const rd_kafka_metadata_t *md = NULL;
+    if (!c || rd_kafka_metadata(c, 1, NULL, &md, 10000)) {
+        fprintf(stderr, "bench_engine: no metadata\n");
+        return 1;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+    for (int t = 0; t < md->topic_cnt; t++) {
+        const char *name = md->topics[t].topic;
+        int match = 0;
+        for (int i = 0; i < n_suffixes && !match; i++) {
+            char want[256];
+            size_t len = strlen(suffixes[i]);
+            config_topic(cfg, suffixes[i], want, sizeof(want));
+            match = len && suffixes[i][len - 1] == '.' ? !strncmp(name, want, strlen(want))
+                                                       : !strcmp(name, want);
+        }
+        for (int p = 0; match && p < md->topics[t].partition_cnt; p++)
+            rd_kafka_topic_partition_list_add(l, name, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    rd_kafka_metadata_destroy(md);
+    int parts = l->cnt, at_end = 0;
+    char *done = calloc((size_t)parts + 1, 1);
+    long n = 0;
+    rd_kafka_assign(c, l);
+    int64_t end = now_ms() + 300000;
+    while (at_end < parts && now_ms() < end) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
+        if (!m)
+            continue;
+        if (!m->err) {
+            n++;
+        } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            for (int i = 0; i < parts; i++)
+                if (!done[i] && l->elems[i].partition == m->partition &&
+                    !strcmp(l->elems[i].topic, rd_kafka_topic_name(m->rkt))) {
+                    done[i] = 1;
+                    at_end++;
+                }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    free(done);
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    if (at_end < parts) {
+        printf("error=only_%d_of_%d_partitions_read\n", at_end, parts);
+        return 1;
+    }
+    printf("records=%ld partitions=%d\n", n, parts);
+    return 0;
+}
+
+/* Delete every topic that starts with <topic.prefix> (the benchmark's own, on a fresh prefix). */
+static int drop(const config_t *cfg)
+{
+    char err[512];
+    const char *prefix = config_get(cfg, "topic.prefix");
+    rd_kafka_t *rk = kafka_producer_create(cfg, NULL, 0, err, sizeof(err));
+    const rd_kafka_metadata_t *md = NULL;
+    if (!rk || !*prefix || rd_kafka_metadata(rk, 1, NULL, &md, 10000)) {
+        fprintf(stderr, "bench_engine: drop: %s\n", rk ? "no metadata or no prefix" : err);
+        return 1;
+    }
+    rd_kafka_DeleteTopic_t **del = calloc((size_t)md->topic_cnt + 1, sizeof(*del));
+    int n = 0;
+    for (int t = 0; t < md->topic_cnt; t++)
+        if (!strncmp(md->topics[t].topic, prefix, strlen(prefix)))
+            del[n++] = rd_kafka_DeleteTopic_new(md->topics[t].topic);
+    rd_kafka_metadata_destroy(md);
+    if (n) {
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_DeleteTopics(rk, del, (size_t)n, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+        if (!ev || rd_kafka_event_error(ev))
+            fprintf(stderr, "bench_engine: drop: %s\n",
+                    ev ? rd_kafka_event_error_string(ev) : "timed out");
+        if (ev)
+            rd_kafka_event_destroy(ev);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_DeleteTopic_destroy_array(del, (size_t)n);
+    }
+    free(del);
+    rd_kafka_destroy(rk);
+    printf("dropped=%d\n", n);
     return 0;
 }
 
@@ -309,6 +444,10 @@ int main(int argc, char **argv)
     if (argc >= 6 && !strcmp(argv[1], "measure"))
         return measure(load(argv[2]), argv[3], atol(argv[4]), argv[5],
                        argc > 6 ? atol(argv[6]) : 0);
+    if (argc == 3 && !strcmp(argv[1], "drop"))
+        return drop(load(argv[2]));
+    if (argc >= 4 && !strcmp(argv[1], "count"))
+        return count(load(argv[2]), argc - 3, argv + 3);
     fprintf(stderr, "usage: see the comment at the top of bench/bench_engine.c\n");
     return 2;
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs every benchmark of a build, each printing its numbers beside the baseline it measured in the
+# Runs the benchmarks of a build, each printing its numbers beside the baseline it measured in the
 # same run. Benchmarks are not tests: they assert nothing and print medians and ratios.
+# bench_rules runs alone; bench/engine.sh drives bench_engine against the local Kafka and Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vdir=${1:-build}
-for b in "$vdir"/bench/bench_*; do
-    [ -x "$b" ] || continue
-    echo "== $(basename "$b")"
-    "$b"
-done
+echo "== bench_rules"
+"$vdir/bench/bench_rules"
+echo "== engine (bench/engine.sh)"
+bench/engine.sh "$vdir"

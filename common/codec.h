@@ -32,8 +32,7 @@ int codec_feedback_validate(const Jrp__V1__Feedback *fb, const char *prefix, err
  */
 Jrp__V1__CreditEvent *codec_event_from_json(const json_t *json, const char *prefix, errlist_t *el);
 Jrp__V1__Action *codec_action_from_json(const json_t *json, const char *prefix, errlist_t *el);
-Jrp__V1__Feedback *codec_feedback_from_json(const json_t *json, const char *prefix,
-                                            errlist_t *el);
+Jrp__V1__Feedback *codec_feedback_from_json(const json_t *json, const char *prefix, errlist_t *el);
 
 /* The same from text: a syntax error is reported as code "bad_json" with line and column. */
 Jrp__V1__CreditEvent *codec_event_from_text(const char *text, size_t len, errlist_t *el);

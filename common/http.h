@@ -12,14 +12,14 @@
 #include <uv.h>
 
 typedef struct http_limits_s {
-    size_t max_body_bytes;        /* 413 above (default 1 MiB) */
-    size_t max_header_bytes;      /* request line + headers; 431 above (default 16 KiB) */
-    size_t max_url_bytes;         /* 414 above (default 8 KiB) */
-    size_t max_connections;       /* further connections get 503 and are closed (default 1024) */
-    uint64_t header_timeout_ms;   /* a request head not complete in time: 408 (default 10 s) */
-    uint64_t body_timeout_ms;     /* a body not complete in time: 408 (default 30 s) */
-    uint64_t idle_timeout_ms;     /* keep-alive connection idle this long is closed (default 60 s) */
-    size_t max_pipelined;         /* requests queued on one connection at most (default 64) */
+    size_t max_body_bytes;      /* 413 above (default 1 MiB) */
+    size_t max_header_bytes;    /* request line + headers; 431 above (default 16 KiB) */
+    size_t max_url_bytes;       /* 414 above (default 8 KiB) */
+    size_t max_connections;     /* further connections get 503 and are closed (default 1024) */
+    uint64_t header_timeout_ms; /* a request head not complete in time: 408 (default 10 s) */
+    uint64_t body_timeout_ms;   /* a body not complete in time: 408 (default 30 s) */
+    uint64_t idle_timeout_ms;   /* keep-alive connection idle this long is closed (default 60 s) */
+    size_t max_pipelined;       /* requests queued on one connection at most (default 64) */
 } http_limits_t;
 
 /* Fill limits with the defaults above. */

@@ -30,15 +30,16 @@ int ids_check_plate(const char *s, const char **code, char *reason, size_t reaso
 int ids_check_subject(ids_subject_type_t type, const char *id, const char **code, char *reason,
                       size_t reason_size);
 
-/* The GB 32100 check character for the first 17 characters of s, or 0 if one is not in the charset. */
+/* The GB 32100 check character for the first 17 characters of s, or 0 if one is not in the charset.
+ */
 char ids_credit_code_check_char(const char *s17);
 /* The GB 11643 check character for the first 17 digits of s, or 0 if one is not a digit. */
 char ids_identity_check_char(const char *s17);
 
 /* Code formats of CONTRACT.md; each returns 1 if well formed, 0 if not. */
-int ids_is_department(const char *s);   /* [a-z][a-z0-9_]{1,31} */
-int ids_is_list_code(const char *s);    /* (red|focus|black).[a-z0-9_.]+ */
-int ids_is_measure_code(const char *s); /* [A-Z][A-Z0-9_]+ */
+int ids_is_department(const char *s);    /* [a-z][a-z0-9_]{1,31} */
+int ids_is_list_code(const char *s);     /* (red|focus|black).[a-z0-9_.]+ */
+int ids_is_measure_code(const char *s);  /* [A-Z][A-Z0-9_]+ */
 int ids_is_memorandum_id(const char *s); /* [a-z0-9_.-]+ */
 
 /* "enterprise", "person", "vehicle" <-> type; accepts the proto names SUBJECT_TYPE_* too. */

@@ -1021,8 +1021,7 @@ static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d
         }
     }
     if (rules__set_str(&a->action_id, id) || rules__set_str(&a->department, mm->department) ||
-        rules__set_str(&a->measure_code, mm->measure) ||
-        rules__set_str(&a->memorandum_id, m->id) ||
+        rules__set_str(&a->measure_code, mm->measure) || rules__set_str(&a->memorandum_id, m->id) ||
         rules__set_str(&a->memorandum_version, m->version) ||
         rules__set_str(&a->list_code, d->list_code) ||
         rules__set_str(&a->cause_event_id, cx->cause_event_id) ||

@@ -13,6 +13,7 @@ static const ctl_command_t ctl_commands[] = {
     {"rules", "check, load, list, show and activate rule sets", ctl_rules},
     {"events", "send credit events from JSON lines (events send FILE)", ctl_events},
     {"tail", "print a topic's records as JSON lines (tail TOPIC)", ctl_tail},
+    {"token", "create, revoke and list the gateway's bearer tokens", ctl_token},
 };
 
 int ctl_fail(const char *fmt, ...)
