@@ -414,6 +414,11 @@ kafka_uv_t *kafka_uv_create(uv_loop_t *loop, rd_kafka_queue_t *queue, void (*on_
     ku->poll.data = ku;
     uv_poll_start(&ku->poll, UV_READABLE, kafka__uv_on_poll);
     rd_kafka_queue_io_event_enable(queue, ku->fds[1], "1", 1);
+    /* librdkafka writes only when the queue goes from empty to non-empty: events queued before
+     * this call would never wake the loop. One byte of our own makes on_ready run once now. */
+    if (write(ku->fds[1], "1", 1) < 0) {
+        /* the pipe is non-blocking and fresh: cannot be full; nothing else can go wrong */
+    }
     return ku;
 }
 

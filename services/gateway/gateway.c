@@ -364,8 +364,11 @@ static int gw_kafka_usable(gw_ctx_t *ctx, size_t n)
     if (gw->failed || gw->kafka_down) {
         gw->m.kafka_down_refusals++;
         /* The broker's address and error stay in the log; a client learns what it can act on. */
+        int check = ctx->route == GATEWAY_ROUTE_MEASURES;
         ctx_error(ctx, 503, "kafka_unavailable",
-                  gw->failed ? "the gateway's Kafka producer failed; nothing was accepted"
+                  gw->failed ? "the gateway's Kafka producer failed; try another gateway"
+                  : check    ? "no Kafka broker is reachable to record the check, and a check is "
+                               "answered only once recorded: try again"
                              : "no Kafka broker is reachable; nothing was accepted: try again",
                   NULL, gw_retry);
         return 0;

@@ -12,6 +12,7 @@
 
 #include "codec.h"
 #include "http.h"
+#include "utf8.h"
 
 #define API_SUBJECTS_PREFIX "/v1/subjects/"
 #define API_MEASURES_SUFFIX "measures"
@@ -224,44 +225,6 @@ int gateway_api_traceparent_valid(const char *s)
 
 /* ---- text checks --------------------------------------------------------------------------- */
 
-/* Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF) of s[0..n). */
-static int api_utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t k;
-        unsigned cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (n - i <= k)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += k + 1;
-    }
-    return 1;
-}
-
 int gateway_api_query_value(const char *value, int decoded_len, const char *field, size_t max,
                             int department, errlist_t *el)
 {
@@ -289,7 +252,7 @@ int gateway_api_query_value(const char *value, int decoded_len, const char *fiel
         }
         return 0;
     }
-    if (!api_utf8_valid((const unsigned char *)value, n)) {
+    if (!utf8_valid(value, n)) {
         (void)errlist_add(el, NULL, field, "bad_utf8", "query parameter \"%s\" is not valid UTF-8",
                           field);
         return 400;
@@ -597,19 +560,6 @@ static void api_putc(api_buf_t *b, char c)
     api_put(b, &c, 1);
 }
 
-/* The length of the valid UTF-8 sequence at s (at most n bytes), or 0 if there is none. */
-static size_t api_utf8_seq(const unsigned char *s, size_t n)
-{
-    size_t k = s[0] < 0x80                    ? 1
-               : s[0] >= 0xC2 && s[0] <= 0xDF ? 2
-               : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
-               : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4
-                                              : 0;
-    if (k == 0 || k > n)
-        return 0;
-    return api_utf8_valid(s, k) ? k : 0;
-}
-
 /* A JSON string: '"' and '\\' escaped, control characters as jansson writes them, bad UTF-8 as
  * U+FFFD (as pbjson does). */
 static void api_put_str(api_buf_t *b, const char *s)
@@ -628,7 +578,7 @@ static void api_put_str(api_buf_t *b, const char *s)
         api_put(b, (const char *)u + i - run, run);
         run = 0;
         if (c >= 0x80) {
-            size_t k = api_utf8_seq(u + i, n - i);
+            size_t k = utf8_seq_len(u + i, n - i);
             if (k) {
                 api_put(b, (const char *)u + i, k);
                 i += k;
