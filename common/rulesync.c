@@ -11,7 +11,7 @@
 
 #include "kafka.h"
 
-#define RULESYNC_TIMEOUT_MS 15000
+#define RULESYNC_TIMEOUT_MS 30000 /* generous: a broker just started, on a busy machine */
 
 static int rulesync__produce(rd_kafka_t *rk, const char *topic, const char *key, const uint8_t *buf,
                              size_t len, char *errstr, size_t errstr_size)

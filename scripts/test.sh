@@ -46,9 +46,11 @@ run_binary() {
     if [ "$f" -ne 0 ]; then
         failures+=("$bin")
         echo "---- $bin (exit $rc) ----"
-        grep -E '^\[ +(RUN|ERROR|LINE|FAILED) +\]' "$out" | head -n 40
+        # The failing tests with their messages (stack frames left out), then the end.
+        grep -v -E '^ +#[0-9]+ ' "$out" | grep -E -A3 '^\[ +(ERROR|LINE|FAILED) +\]|error:|fail' |
+            head -n 60
         echo "---- last lines:"
-        tail -n 40 "$out"
+        tail -n 30 "$out"
     else
         echo "ok   $(basename "$bin"): $p passed"
     fi
