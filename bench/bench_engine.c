@@ -11,7 +11,7 @@
  *                              (p50/p99 to the output's timestamp; seen_p50/seen_p99 to when
  *                              this reader got it, meaningful when it runs along the system).
  *                              FIELD says where the event id is: decision | event | json;
- *                              SKIP more events than N are read (warm-up events)
+ *                              SKIP: events more than the outputs name are read
  *   count CONF SUFFIX...       committed records on the topics <prefix>SUFFIX (a SUFFIX ending
  *                              in "." takes every topic that starts with <prefix>SUFFIX)
  *   drop CONF                  delete every topic whose name starts with <prefix>

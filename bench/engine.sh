@@ -20,7 +20,7 @@ MD=$VDIR/bench/engine.md
 RUN_ID=$(date +%s)-$$
 for f in "$BE" "$ENGINE" "$CTL"; do [[ -x $f ]] || die "$f is missing: make -j2 all benches"; done
 
-TMP=$(mktemp -d) BG=() SERVERS_STARTED='' CONF='' SEQ=0
+START=$SECONDS TMP=$(mktemp -d) BG=() SERVERS_STARTED='' CONF='' SEQ=0
 cleanup() {
     local pid
     for pid in "${BG[@]}"; do
@@ -39,6 +39,7 @@ kv() {
     for w in $2; do [[ $w == "$1="* ]] && echo "${w#*=}" && return; done
     die "no $1= in: $2"
 }
+note() { say "[$((SECONDS - START)) s] $*"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {ok = (op == ">=" ? v >= t : v <= t); print (ok ? "met" : "NOT met")}'; }
@@ -152,7 +153,7 @@ engine_peak() {
     records=$(kv records "$line")
     E_RATE+=("$rate") E_RSS+=("$rss") E_CPU+=("$cpu")
     E_K+=("$(awk -v r="$records" -v n="$N" 'BEGIN {printf "%.0f", r / n}')")
-    say "engine: $rate events/s, $rss MB peak RSS, $cpu CPU s, $records records"
+    note "engine: $rate events/s, $rss MB peak RSS, $cpu CPU s, $records records"
 }
 pass_peak() {
     new_conf pass
@@ -162,7 +163,7 @@ pass_peak() {
     line=$(timeout 900 "$BE" measure "$CONF" passthrough $((N * K)) event)
     rate=$(kv events_per_s "$line")
     P_RATE+=("$rate")
-    say "passthrough: $rate events/s"
+    note "passthrough: $rate events/s"
 }
 naive_peak() {
     new_conf naive
@@ -174,7 +175,7 @@ naive_peak() {
     line=$(timeout 900 "$BE" measure "$CONF" naive "$actions" json)
     rate=$(kv events_per_s "$line")
     N_RATE+=("$rate")
-    say "naive peer: $rate events/s"
+    note "naive peer: $rate events/s"
 }
 
 # --- latency at half the peak rate: the system starts idle, then RATE events/s for 10 s ----------
@@ -190,7 +191,7 @@ warm_wait() {
 # latency <system pid> <rate> <n> <topic> <outputs> <field> [live]: n events paced at rate/s,
 # measured alongside; the result line in LAT.
 latency() {
-    bg "$TMP/measure.out" "$BE" measure "$CONF" "$4" "$5" "$6" 1
+    bg "$TMP/measure.out" "$BE" measure "$CONF" "$4" "$5" "$6"
     local mpid=$PID
     timeout 300 "$BE" produce "$CONF" "$3" "$2" >/dev/null
     bg_wait "$mpid" 300 "$TMP/measure.out" "$1" "${7:-}"
@@ -209,6 +210,7 @@ engine_latency() {
     warm_wait decisions decision "$epid"
     latency "$epid" "$1" "$n" decisions $((n + 1)) decision live
     E_LAT=$LAT E_LAT_N=$n
+    note "engine at $1/s: $LAT"
     stop "$epid"
 }
 pass_latency() {
@@ -221,6 +223,7 @@ pass_latency() {
     warm_wait passthrough event "$ppid"
     latency "$ppid" "$1" "$n" passthrough $(((n + 1) * K)) event
     P_LAT=$LAT P_LAT_N=$n
+    note "passthrough at $1/s: $LAT"
     bg_wait "$ppid" 60 "$TMP/pass.log"
 }
 naive_latency() {
@@ -233,14 +236,14 @@ naive_latency() {
     warm_wait naive json "$npid"
     latency "$npid" "$1" "$n" naive $(((n + 1) * NAIVE_K)) json
     N_LAT=$LAT N_LAT_N=$n
+    note "naive peer at $1/s: $LAT"
     bg_wait "$npid" 60 "$TMP/naive.log"
 }
 
 # --- run -----------------------------------------------------------------------------------------
-START=$SECONDS
 E_RATE=() E_RSS=() E_CPU=() E_K=() P_RATE=() N_RATE=() K=0 NAIVE_K=0
 for ((r = 1; r <= REPEAT; r++)); do
-    say "peak run $r of $REPEAT (engine $N events, passthrough $N, naive peer $NAIVE_N)"
+    note "peak run $r of $REPEAT (engine $N events, passthrough $N, naive peer $NAIVE_N)"
     engine_peak
     K=$(median "${E_K[@]}")
     pass_peak
@@ -248,7 +251,7 @@ for ((r = 1; r <= REPEAT; r++)); do
 done
 E=$(median "${E_RATE[@]}") PT=$(median "${P_RATE[@]}") NV=$(median "${N_RATE[@]}")
 RSS=$(median "${E_RSS[@]}") CPU=$(median "${E_CPU[@]}")
-say "latency at half the peak rate: engine $((E / 2))/s, passthrough $((PT / 2))/s, naive $((NV / 2))/s"
+note "latency at half the peak rate: engine $((E / 2))/s, passthrough $((PT / 2))/s, naive $((NV / 2))/s"
 engine_latency $((E / 2))
 pass_latency $((PT / 2))
 naive_latency $((NV / 2))
