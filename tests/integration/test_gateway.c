@@ -683,14 +683,20 @@ static void test_endpoints_and_isolation(void **state)
         "jrp_gateway_redis_errors_total 0",
         "jrp_gateway_events_accepted_total 3",
         "jrp_gateway_feedback_accepted_total 1",
-        "jrp_gateway_connections_open 1",
         "jrp_gateway_kafka_up 1",
         "jrp_gateway_redis_up 1",
         "jrp_gateway_checks_recorded_total ",
     };
     for (size_t i = 0; i < sizeof(want_metrics) / sizeof(want_metrics[0]); i++)
-        if (!strstr(r.body, want_metrics[i]))
-            fail_msg("no \"%s\" in /metrics:\n%s", want_metrics[i], r.body);
+        if (!strstr(r.body, want_metrics[i])) {
+            fprintf(stderr, "/metrics said:\n%s\n", r.body);
+            fail_msg("no \"%s\" in /metrics", want_metrics[i]);
+        }
+    /* This request's own connection is open; connections the earlier calls
+     * closed may not have been reaped yet on a busy machine, so at least 1. */
+    const char *open_line = strstr(r.body, "\njrp_gateway_connections_open ");
+    assert_non_null(open_line);
+    assert_true(atol(open_line + strlen("\njrp_gateway_connections_open ")) >= 1);
     resp_free(&r);
 
     gwfx_stop(fx);

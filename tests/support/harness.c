@@ -115,44 +115,70 @@ void harness_load_rules(harness_t *h, const char *dir)
         fail_msg("jrpctl rules load %s: exit %d: %s", path, rc, out);
 }
 
-void harness_engine_start(harness_t *h)
+pid_t harness_service_start(harness_t *h, const char *binary, const char *log_path, ...)
 {
-    assert_true(h->engine_pid <= 0);
     char bin[1024];
-    snprintf(bin, sizeof(bin), "%s/jrp-engine", harness__bin());
+    snprintf(bin, sizeof(bin), "%s/%s", harness__bin(), binary);
+    const char *argv[64];
+    size_t argc = 0;
+    argv[argc++] = bin;
+    argv[argc++] = "-c";
+    argv[argc++] = h->conf_path;
+    va_list ap;
+    va_start(ap, log_path);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && argc < 63)
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    const char *logp = log_path ? log_path : h->engine_log;
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test must not leave an engine behind */
-        FILE *log = fopen(h->engine_log, "a");
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test must not leave a service behind */
+        FILE *log = fopen(logp, "a");
         if (log) {
             dup2(fileno(log), 1);
             dup2(fileno(log), 2);
         }
-        execl(bin, bin, "-c", h->conf_path, (char *)NULL);
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
-    h->engine_pid = pid;
+    return pid;
+}
+
+int harness_service_stop(pid_t pid, int sig)
+{
+    if (pid <= 0)
+        return -1;
+    kill(pid, sig);
+    int status = 0;
+    for (int i = 0; i < 300; i++) { /* 30 s */
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (i == 299) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+        }
+        usleep(100000);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void harness_engine_start(harness_t *h)
+{
+    assert_true(h->engine_pid <= 0);
+    h->engine_pid = harness_service_start(h, "jrp-engine", NULL, (const char *)NULL);
 }
 
 int harness_engine_signal(harness_t *h, int sig)
 {
     if (h->engine_pid <= 0)
         return -1;
-    kill(h->engine_pid, sig);
-    int status = 0;
-    for (int i = 0; i < 300; i++) { /* 30 s */
-        pid_t r = waitpid(h->engine_pid, &status, WNOHANG);
-        if (r == h->engine_pid)
-            break;
-        if (i == 299) {
-            kill(h->engine_pid, SIGKILL);
-            waitpid(h->engine_pid, &status, 0);
-        }
-        usleep(100000);
-    }
+    int rc = harness_service_stop(h->engine_pid, sig);
     h->engine_pid = 0;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return rc;
 }
 
 Jrp__V1__CreditEvent *harness_event(const char *event_id, Jrp__V1__EventKind kind,

@@ -42,6 +42,14 @@ void harness_load_rules(harness_t *h, const char *dir);
 void harness_engine_start(harness_t *h);
 int harness_engine_signal(harness_t *h, int sig);
 
+/*
+ * Start another service binary from $JRP_BIN (e.g. "jrp-dispatch") with -c conf plus extra
+ * arguments (NULL-terminated, may be none); its output is appended to log_path (NULL: the
+ * engine log). The child dies with the test. Stop it with harness_service_stop.
+ */
+pid_t harness_service_start(harness_t *h, const char *binary, const char *log_path, ...);
+/* Send sig and wait up to 30 s for the exit (then SIGKILL); returns the exit code or 128+sig. */
+int harness_service_stop(pid_t pid, int sig);
 /* Produce events as protobuf, keyed by subject key (murmur2), and wait for acknowledgement. */
 void harness_send(harness_t *h, Jrp__V1__CreditEvent **events, size_t n);
 /* Produce raw bytes with a key to the events topic (for dead-letter tests). */
