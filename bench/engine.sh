@@ -92,7 +92,7 @@ new_conf() {
     {
         cat build/local/jrp.conf
         printf '%s = %s\n' topic.prefix "$P." redis.prefix "$P:" engine.instance "$P" \
-            engine.group "$P" log.level warn kafka.log_level 3
+            engine.group "$P" log.level warn kafka.log_level 3 engine.listen 127.0.0.1:0
     } >"$CONF"
 }
 # drop_prefix: delete the topics and Redis keys of the current prefix (they are large).

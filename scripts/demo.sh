@@ -55,6 +55,7 @@ engine.instance = demo-1
 engine.group = demo
 engine.lapse_check_ms = 500
 engine.rules_check_ms = 500
+engine.listen = 127.0.0.1:0
 log.level = warn
 CONF
 

@@ -949,6 +949,10 @@ static int engine__commit(engine_t *eng, rd_kafka_t *consumer)
         return -1;
     }
     eng->stats.batches++;
+    if (eng->batch_started_ms)
+        ops_histogram_observe(&eng->stats.batch_seconds,
+                              (double)(uv_now(eng->loop) - eng->batch_started_ms) / 1000.0);
+    eng->batch_started_ms = 0;
     engine__write_redis(eng);
     return 0;
 }
@@ -1470,4 +1474,50 @@ int engine_failed(const engine_t *eng)
 void engine_get_stats(const engine_t *eng, engine_stats_t *out)
 {
     *out = eng->stats;
+    out->partitions = eng->n_owned;
+}
+
+const char *engine_not_ready(const engine_t *eng)
+{
+    if (eng->failed)
+        return "a fatal error: the process is exiting";
+    if (eng->stopping)
+        return "stopping";
+    if (!eng->rules)
+        return "no rule set is active (jrpctl rules load)";
+    if (!store_redis(eng->store))
+        return "Redis is unreachable";
+    if (eng->needs_recovery)
+        return "bringing Redis up to date from the state changelog";
+    if (!eng->subscribed)
+        return "not consuming yet";
+    /* An engine with no partitions (more engines than partitions) is a ready standby. */
+    return NULL;
+}
+
+void engine_write_metrics(const engine_t *eng, ops_text_t *t)
+{
+    engine_stats_t st;
+    engine_get_stats(eng, &st);
+    ops_counter(t, "jrp_engine_events_total", "Events processed and committed.", st.events);
+    ops_counter(t, "jrp_engine_actions_total", "Department actions committed.", st.actions);
+    ops_counter(t, "jrp_engine_duplicates_total", "Events decided DUPLICATE.", st.duplicates);
+    ops_counter(t, "jrp_engine_dead_letters_total", "Records sent to the dead-letter topic.",
+                st.dead_letters);
+    ops_counter(t, "jrp_engine_lapses_total", "Listings lifted at valid_until.", st.lapses);
+    ops_counter(t, "jrp_engine_escalations_total", "Derived listings emitted.", st.escalations);
+    ops_counter(t, "jrp_engine_transactions_total", "Transactions committed.", st.batches);
+    ops_counter(t, "jrp_engine_aborts_total", "Transactions aborted and redone.", st.aborts);
+    ops_counter(t, "jrp_engine_recoveries_total", "Times Redis was rebuilt from credit.state.",
+                st.recoveries);
+    ops_counter(t, "jrp_engine_rules_swaps_total", "Rule sets activated while running.",
+                st.rules_swaps);
+    ops_gauge(t, "jrp_engine_rules_version", "The rule-set version in force.",
+              (double)st.rules_version);
+    ops_gauge(t, "jrp_engine_partitions", "Partitions of the events topic owned now.",
+              (double)st.partitions);
+    ops_gauge(t, "jrp_engine_ready", "1 when /readyz answers 200.", engine_not_ready(eng) ? 0 : 1);
+    ops_family(t, "jrp_engine_batch_seconds", "histogram",
+               "From a batch's first record to its committed transaction.");
+    ops_histogram_write(t, "jrp_engine_batch_seconds", NULL, &st.batch_seconds);
 }

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "ops.h"
 
 typedef struct engine_s engine_t;
 
@@ -40,18 +41,26 @@ int engine_failed(const engine_t *eng);
 
 /* Counters, for metrics and tests. */
 typedef struct engine_stats_s {
-    uint64_t events;       /* events processed (committed) */
-    uint64_t actions;      /* actions produced (committed) */
-    uint64_t duplicates;   /* DUPLICATE decisions */
-    uint64_t dead_letters; /* records sent to credit.dlq */
-    uint64_t lapses;       /* listings lifted by reaching valid_until */
-    uint64_t escalations;  /* derived listings emitted */
-    uint64_t batches;      /* transactions committed */
-    uint64_t aborts;       /* transactions aborted and redone */
-    uint64_t recoveries;   /* Redis brought up to date from credit.state */
-    uint64_t rules_swaps;  /* rule-set versions activated while running */
-    int64_t rules_version; /* the version in force */
+    uint64_t events;               /* events processed (committed) */
+    uint64_t actions;              /* actions produced (committed) */
+    uint64_t duplicates;           /* DUPLICATE decisions */
+    uint64_t dead_letters;         /* records sent to credit.dlq */
+    uint64_t lapses;               /* listings lifted by reaching valid_until */
+    uint64_t escalations;          /* derived listings emitted */
+    uint64_t batches;              /* transactions committed */
+    uint64_t aborts;               /* transactions aborted and redone */
+    uint64_t recoveries;           /* Redis brought up to date from credit.state */
+    uint64_t rules_swaps;          /* rule-set versions activated while running */
+    int64_t rules_version;         /* the version in force */
+    uint64_t partitions;           /* partitions of credit.events owned now */
+    ops_histogram_t batch_seconds; /* first record of a batch to its committed transaction */
 } engine_stats_t;
 void engine_get_stats(const engine_t *eng, engine_stats_t *out);
+
+/* NULL when the engine is doing its work; otherwise why not (for /readyz). */
+const char *engine_not_ready(const engine_t *eng);
+
+/* Write the engine's /metrics text. */
+void engine_write_metrics(const engine_t *eng, ops_text_t *t);
 
 #endif

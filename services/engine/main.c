@@ -9,17 +9,33 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "ops.h"
 
 extern char **environ;
 
 static uv_signal_t sig_int, sig_term;
 static engine_t *eng;
+static ops_server_t *ops;
 
 static void on_stopped(void *arg)
 {
     (void)arg;
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
+    ops_stop(ops, NULL, NULL);
+    ops = NULL;
+}
+
+static const char *ops_ready(void *arg)
+{
+    (void)arg;
+    return engine_not_ready(eng);
+}
+
+static void ops_metrics(ops_text_t *t, void *arg)
+{
+    (void)arg;
+    engine_write_metrics(eng, t);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -60,6 +76,15 @@ int main(int argc, char **argv)
         config_destroy(cfg);
         return 1;
     }
+    const char *listen = config_get(cfg, "engine.listen");
+    ops = ops_start(loop, listen, ops_metrics, ops_ready, NULL, err, sizeof(err));
+    if (!ops) {
+        log_error("cannot open the ops port engine.listen = %s: %s", listen, err);
+        engine_destroy(eng);
+        config_destroy(cfg);
+        return 1;
+    }
+    log_info("ops port %s, bound to port %d (/healthz, /readyz, /metrics)", listen, ops_port(ops));
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_term);
     uv_signal_start(&sig_int, on_signal, SIGINT);

@@ -364,6 +364,45 @@ static void test_rules_hot_swap(void **state)
     stop(h);
 }
 
+/* The ops port: live at once, ready once a rule set is active and the group joined, and the
+ * counters on /metrics follow what was committed. */
+static void test_ops_port(void **state)
+{
+    (void)state;
+    harness_t *h = start("eng-ops");
+    int port = harness_log_port(h, NULL, 30000);
+    assert_true(port > 0);
+    char body[65536];
+    assert_int_equal(harness_http_get(port, "/healthz", body, sizeof(body)), 200);
+    int status = 0;
+    for (int i = 0; i < 300 && status != 200; i++) {
+        status = harness_http_get(port, "/readyz", body, sizeof(body));
+        if (status != 200)
+            usleep(100000);
+    }
+    if (status != 200)
+        fail_msg("/readyz never became ready: %d %s", status, body);
+    send1(h, harness_event("ops-1", LISTED, ENTERPRISE, ENT1, "black.overload", harness_now_ms()));
+    assert_int_equal(harness_wait_decisions(h, 1, 60000), 1);
+    /* Redis is written and counters move right after the commit the decision came from. */
+    int seen = 0;
+    for (int i = 0; i < 100 && !seen; i++) {
+        assert_int_equal(harness_http_get(port, "/metrics", body, sizeof(body)), 200);
+        seen = strstr(body, "\njrp_engine_events_total 1\n") != NULL;
+        if (!seen)
+            usleep(100000);
+    }
+    if (!seen)
+        fail_msg("/metrics does not count the event:\n%s", body);
+    assert_non_null(strstr(body, "\njrp_engine_actions_total 5\n"));
+    assert_non_null(strstr(body, "\njrp_engine_rules_version 1\n"));
+    assert_non_null(strstr(body, "\njrp_engine_ready 1\n"));
+    assert_non_null(strstr(body, "jrp_engine_batch_seconds_bucket{le=\"+Inf\"} "));
+    assert_non_null(strstr(body, "\nprocess_resident_memory_bytes "));
+    assert_int_equal(harness_http_get(port, "/nope", body, sizeof(body)), 404);
+    harness_destroy(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_escalation_emits_a_derived_listing),
         cmocka_unit_test(test_bad_records_go_to_the_dead_letter_topic),
         cmocka_unit_test(test_rules_hot_swap),
+        cmocka_unit_test(test_ops_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

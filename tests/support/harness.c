@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -57,6 +60,9 @@ harness_t *harness_create(const char *tag, const char *extra)
             "kafka.bootstrap.servers = %s\nredis.url = %s\ntopic.prefix = %s.\n"
             "redis.prefix = %s:\nengine.instance = %s\nengine.group = %s\n"
             "topic.partitions = 3\nengine.lapse_check_ms = 500\nengine.rules_check_ms = 500\n"
+            /* ops ports: any free one, so tests and their services never collide */
+            "engine.listen = 127.0.0.1:0\ndispatch.listen = 127.0.0.1:0\n"
+            "ledger.listen = 127.0.0.1:0\n"
             "%s",
             bs, url, h->name, h->name, h->name, h->name, extra ? extra : "");
     fclose(f);
@@ -110,7 +116,16 @@ void harness_load_rules(harness_t *h, const char *dir)
     snprintf(path, sizeof(path), "%s", dir ? dir : "");
     if (!dir)
         snprintf(path, sizeof(path), "%s/deploy/rules", harness__root());
-    int rc = harness_jrpctl(h, out, sizeof(out), "rules load %s --force", path);
+    /* A broker that just started may still be creating its internal topics: a timeout there
+     * is retried without --force, so a load that did land is not loaded twice. */
+    int rc = -1;
+    for (int attempt = 1; attempt <= 3 && rc != 0; attempt++) {
+        rc = harness_jrpctl(h, out, sizeof(out), "rules load %s%s", path,
+                            attempt == 1 ? " --force" : "");
+        if (rc != 0)
+            fprintf(stderr, "harness: jrpctl rules load %s (attempt %d): exit %d: %s\n", path,
+                    attempt, rc, out);
+    }
     if (rc != 0)
         fail_msg("jrpctl rules load %s: exit %d: %s", path, rc, out);
 }
@@ -164,6 +179,58 @@ int harness_service_stop(pid_t pid, int sig)
         usleep(100000);
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int harness_log_port(harness_t *h, const char *log_path, int timeout_ms)
+{
+    const char *path = log_path ? log_path : h->engine_log;
+    int64_t until = harness_now_ms() + timeout_ms;
+    do {
+        FILE *f = fopen(path, "r");
+        int port = -1;
+        char line[4096];
+        while (f && fgets(line, sizeof(line), f)) {
+            const char *p = strstr(line, "bound to port ");
+            if (p)
+                port = atoi(p + strlen("bound to port "));
+        }
+        if (f)
+            fclose(f);
+        if (port > 0)
+            return port;
+        usleep(100000);
+    } while (harness_now_ms() < until);
+    return -1;
+}
+
+int harness_http_get(int port, const char *path, char *out, size_t out_size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char req[1024];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    char buf[65536];
+    size_t len = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, req, (size_t)n) == n) {
+        ssize_t r;
+        while (len + 1 < sizeof(buf) && (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+            len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    int status = -1;
+    if (sscanf(buf, "HTTP/1.1 %d", &status) != 1)
+        status = -1;
+    const char *body = strstr(buf, "\r\n\r\n");
+    if (out && out_size)
+        snprintf(out, out_size, "%s", body ? body + 4 : "");
+    return status;
 }
 
 void harness_engine_start(harness_t *h)

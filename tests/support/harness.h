@@ -50,6 +50,13 @@ int harness_engine_signal(harness_t *h, int sig);
 pid_t harness_service_start(harness_t *h, const char *binary, const char *log_path, ...);
 /* Send sig and wait up to 30 s for the exit (then SIGKILL); returns the exit code or 128+sig. */
 int harness_service_stop(pid_t pid, int sig);
+/*
+ * The ops port a service bound (its log says "bound to port N"), waiting up to timeout_ms for
+ * the line; -1 if it never came. log_path NULL: the engine log.
+ */
+int harness_log_port(harness_t *h, const char *log_path, int timeout_ms);
+/* GET http://127.0.0.1:port/path; the status (-1 if no answer) and the body into out. */
+int harness_http_get(int port, const char *path, char *out, size_t out_size);
 /* Produce events as protobuf, keyed by subject key (murmur2), and wait for acknowledgement. */
 void harness_send(harness_t *h, Jrp__V1__CreditEvent **events, size_t n);
 /* Produce raw bytes with a key to the events topic (for dead-letter tests). */
