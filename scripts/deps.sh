@@ -10,6 +10,11 @@ pkgs=(build-essential pkg-config librdkafka-dev libhiredis-dev protobuf-c-compil
     python3 curl ca-certificates)
 command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || pkgs+=(maven)
+# Validators for the deployment files (tests/scripts/test_deploy.sh): no container engine or
+# init system runs them here, they only check the files.
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null ||
+    pkgs+=(docker-compose)
+command -v systemd-analyze >/dev/null || pkgs+=(systemd)
 
 # One dpkg-query call; it fails, printing nothing, for packages it has never seen.
 installed=" $({ dpkg-query -W -f='${Package}=${Status}\n' "${pkgs[@]}" 2>/dev/null || true; } |
