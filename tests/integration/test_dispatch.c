@@ -1,0 +1,616 @@
+/*
+ * End-to-end tests of jrp-dispatch against the real local Kafka: actions produced to a private
+ * actions topic are delivered to an in-process webhook receiver that checks every signature,
+ * fails about 30% of requests (500, a reset connection, an answer slower than timeout_ms, 429
+ * with Retry-After) and refuses one action with 400; dispatch is killed with SIGKILL mid-stream
+ * and restarted. Asserted: every action accepted (distinct Idempotency-Keys), never out of order
+ * per subject, the refusal dead-lettered with its reason, RECEIVED feedback for the rest.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "jrp/v1/feedback.pb-c.h"
+#include "kafka.h"
+#include "rulesync.h"
+#include "testenv.h"
+
+#define SECRET "test-secret-1"
+#define SUBJECTS 20
+#define PER_SUBJECT 15
+#define N_ACTIONS (SUBJECTS * PER_SUBJECT)
+#define TIMEOUT_MS 700
+#define REJECT_S 3 /* the action the department refuses: subject 3, sequence 4 */
+#define REJECT_Q 4
+
+/* --- the webhook receiver --------------------------------------------------------------------- */
+
+typedef struct receiver_s {
+    int lfd, port;
+    pthread_t thread;
+    volatile int stop;
+    int inject; /* inject failures */
+    pthread_mutex_t mu;
+    pthread_t conns[8192];
+    int n_conns;
+    /* what was seen, under mu */
+    int requests, bad_signature, bad_headers, violations, duplicates, distinct;
+    int fail_500, fail_reset, fail_slow, fail_429, rejected;
+    int expected[SUBJECTS];              /* next sequence a subject may be accepted at */
+    int accepted[SUBJECTS][PER_SUBJECT]; /* 2xx answers per Idempotency-Key */
+    char violation_text[256];
+} receiver_t;
+
+typedef struct conn_s {
+    receiver_t *r;
+    int fd;
+} conn_t;
+
+static void send_all(int fd, const char *s)
+{
+    size_t len = strlen(s), off = 0;
+    while (off < len) {
+        ssize_t n = send(fd, s + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0)
+            return;
+        off += (size_t)n;
+    }
+}
+
+static void answer(int fd, int status, const char *extra, const char *body)
+{
+    char buf[1024];
+    snprintf(buf, sizeof(buf),
+             "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n%s", status,
+             strlen(body), extra ? extra : "", body);
+    send_all(fd, buf);
+}
+
+/* The value of header name in the head (NUL-terminated), copied into out; 0 or -1. */
+static int header(const char *head, const char *name, char *out, size_t size)
+{
+    size_t n = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p; p = strstr(p + 2, "\r\n")) {
+        const char *l = p + 2;
+        if (!strncasecmp(l, name, n) && l[n] == ':') {
+            l += n + 1;
+            while (*l == ' ')
+                l++;
+            const char *e = strstr(l, "\r\n");
+            size_t len = e ? (size_t)(e - l) : strlen(l);
+            if (len >= size)
+                return -1;
+            memcpy(out, l, len);
+            out[len] = '\0';
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void *conn_main(void *arg)
+{
+    conn_t *c = arg;
+    receiver_t *r = c->r;
+    int fd = c->fd;
+    free(c);
+    char buf[65536];
+    size_t len = 0;
+    char *end = NULL;
+    while (!end && len < sizeof(buf) - 1) {
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (n <= 0)
+            goto out;
+        len += (size_t)n;
+        buf[len] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+    }
+    if (!end)
+        goto out;
+    *end = '\0';
+    char cl[32], key[128], ts[32], sig[128], ct[64];
+    size_t body_len = 0;
+    if (!header(buf, "Content-Length", cl, sizeof(cl)))
+        body_len = (size_t)atol(cl);
+    char *body = end + 4;
+    size_t have = len - (size_t)(body - buf);
+    while (have < body_len && (size_t)(body - buf) + body_len < sizeof(buf)) {
+        ssize_t n = recv(fd, body + have, body_len - have, 0);
+        if (n <= 0)
+            goto out;
+        have += (size_t)n;
+    }
+    if (have < body_len)
+        goto out;
+
+    pthread_mutex_lock(&r->mu);
+    int nreq = ++r->requests;
+    pthread_mutex_unlock(&r->mu);
+
+    /* The contract's headers, and the signature checked as a department would. */
+    if (header(buf, "Idempotency-Key", key, sizeof(key)) ||
+        header(buf, "X-Jrp-Timestamp", ts, sizeof(ts)) ||
+        header(buf, "X-Jrp-Signature", sig, sizeof(sig)) ||
+        header(buf, "Content-Type", ct, sizeof(ct)) || strcmp(ct, "application/json") ||
+        strncmp(buf, "POST /hook ", 11)) {
+        pthread_mutex_lock(&r->mu);
+        r->bad_headers++;
+        pthread_mutex_unlock(&r->mu);
+        answer(fd, 400, NULL, "missing headers");
+        goto out;
+    }
+    size_t tl = strlen(ts);
+    unsigned char *msg = malloc(tl + 1 + body_len);
+    memcpy(msg, ts, tl);
+    msg[tl] = '.';
+    memcpy(msg + tl + 1, body, body_len);
+    unsigned char mac[32];
+    unsigned int mac_len = 0;
+    HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), msg, tl + 1 + body_len, mac, &mac_len);
+    free(msg);
+    char want[80] = "sha256=";
+    for (unsigned i = 0; i < mac_len; i++)
+        snprintf(want + 7 + 2 * i, 3, "%02x", mac[i]);
+    long skew = (long)time(NULL) - atol(ts);
+    /* The body names the same action as the key. */
+    char idneedle[160];
+    snprintf(idneedle, sizeof(idneedle), "\"action_id\":\"%s\"", key);
+    body[body_len] = '\0';
+    if (strcmp(sig, want) || skew < -300 || skew > 300 || !strstr(body, idneedle)) {
+        pthread_mutex_lock(&r->mu);
+        r->bad_signature++;
+        pthread_mutex_unlock(&r->mu);
+        answer(fd, 401, NULL, "bad signature");
+        goto out;
+    }
+    int s = -1, q = -1;
+    if (sscanf(key, "act-%d-%d", &s, &q) != 2 || s < 0 || s >= SUBJECTS || q < 0 ||
+        q >= PER_SUBJECT) {
+        answer(fd, 422, NULL, "unknown key");
+        goto out;
+    }
+    if (s == REJECT_S && q == REJECT_Q) {
+        pthread_mutex_lock(&r->mu);
+        r->rejected++;
+        if (r->expected[s] == q)
+            r->expected[s] = q + 1; /* dispatch moves on after dead-lettering it */
+        pthread_mutex_unlock(&r->mu);
+        answer(fd, 400, NULL, "{\"error\":\"measure code XYZ unknown\nhere\"}");
+        goto out;
+    }
+    int inj = r->inject ? nreq % 20 : 0;
+    if (inj == 1 || inj == 7) {
+        pthread_mutex_lock(&r->mu);
+        r->fail_500++;
+        pthread_mutex_unlock(&r->mu);
+        answer(fd, 500, NULL, "oops");
+        goto out;
+    }
+    if (inj == 3 || inj == 13) {
+        pthread_mutex_lock(&r->mu);
+        r->fail_reset++;
+        pthread_mutex_unlock(&r->mu);
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        goto out; /* close: RST */
+    }
+    if (inj == 11) {
+        pthread_mutex_lock(&r->mu);
+        r->fail_429++;
+        pthread_mutex_unlock(&r->mu);
+        answer(fd, 429, "Retry-After: 1\r\n", "slow down");
+        goto out;
+    }
+    /* Accept, as a department deduplicating by key does. */
+    int status = 200;
+    pthread_mutex_lock(&r->mu);
+    if (q < r->expected[s]) {
+        r->duplicates++;
+        r->accepted[s][q]++;
+    } else if (q == r->expected[s]) {
+        r->expected[s]++;
+        r->accepted[s][q]++;
+        r->distinct++;
+    } else {
+        r->violations++;
+        snprintf(r->violation_text, sizeof(r->violation_text),
+                 "subject %d: got sequence %d while expecting %d", s, q, r->expected[s]);
+        status = 409;
+    }
+    if (inj == 5 && status == 200)
+        r->fail_slow++;
+    pthread_mutex_unlock(&r->mu);
+    if (inj == 5 && status == 200) {
+        /* Processed, but the answer comes after dispatch gave up: it must re-send the same key. */
+        usleep((TIMEOUT_MS + 400) * 1000);
+    }
+    answer(fd, status, NULL, status == 200 ? "{\"ok\":true}" : "order");
+out:
+    close(fd);
+    return NULL;
+}
+
+static void *receiver_main(void *arg)
+{
+    receiver_t *r = arg;
+    while (!r->stop) {
+        struct pollfd p = {r->lfd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        int fd = accept(r->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        conn_t *c = malloc(sizeof(*c));
+        c->r = r;
+        c->fd = fd;
+        pthread_mutex_lock(&r->mu);
+        int slot = r->n_conns < 8192 ? r->n_conns++ : -1;
+        pthread_mutex_unlock(&r->mu);
+        if (slot < 0 || pthread_create(&r->conns[slot], NULL, conn_main, c)) {
+            close(fd);
+            free(c);
+        }
+    }
+    return NULL;
+}
+
+static receiver_t *receiver_start(int inject)
+{
+    receiver_t *r = calloc(1, sizeof(*r));
+    assert_non_null(r);
+    pthread_mutex_init(&r->mu, NULL);
+    r->inject = inject;
+    r->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(r->lfd >= 0);
+    int one = 1;
+    setsockopt(r->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(r->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(r->lfd, 256), 0);
+    socklen_t al = sizeof(a);
+    getsockname(r->lfd, (struct sockaddr *)&a, &al);
+    r->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&r->thread, NULL, receiver_main, r), 0);
+    return r;
+}
+
+static void receiver_stop(receiver_t *r)
+{
+    r->stop = 1;
+    pthread_join(r->thread, NULL);
+    for (int i = 0; i < r->n_conns; i++)
+        pthread_join(r->conns[i], NULL);
+    close(r->lfd);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static int receiver_distinct(receiver_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = r->distinct;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* --- producing actions ------------------------------------------------------------------------ */
+
+static int dr_failures;
+
+static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (m->err)
+        dr_failures++;
+}
+
+static void subject_key(int s, char *buf, size_t size)
+{
+    snprintf(buf, size, "enterprise:9135010%02dM00010Y4", s);
+}
+
+/* Produce every action (interleaved across subjects) plus one record that is not an Action. */
+static void produce_actions(harness_t *h, const char *topic)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    assert_int_equal(config_apply_kafka(h->cfg, conf, err, sizeof(err)), 0);
+    assert_int_equal(rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err)), 0);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_dr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    assert_non_null(rk);
+    dr_failures = 0;
+    for (int q = 0; q < PER_SUBJECT; q++)
+        for (int s = 0; s < SUBJECTS; s++) {
+            char id[64], key[64], sid[64];
+            snprintf(id, sizeof(id), "act-%d-%d", s, q);
+            subject_key(s, key, sizeof(key));
+            snprintf(sid, sizeof(sid), "%s", key + strlen("enterprise:"));
+            Jrp__V1__Subject subj = JRP__V1__SUBJECT__INIT;
+            subj.type = JRP__V1__SUBJECT_TYPE__SUBJECT_TYPE_ENTERPRISE;
+            subj.id = sid;
+            subj.name = "测试企业";
+            Jrp__V1__Action a = JRP__V1__ACTION__INIT;
+            a.action_id = id;
+            a.op = JRP__V1__ACTION_OP__ACTION_OP_APPLY;
+            a.department = "transport";
+            a.measure_code = "RESTRICT_HANDLING";
+            a.measure_kind = JRP__V1__MEASURE_KIND__MEASURE_KIND_PENALTY;
+            a.measure_text = "限制办理";
+            a.subject = &subj;
+            a.memorandum_id = "overload-2017";
+            a.list_code = "black.overload";
+            a.issued_at_ms = harness_now_ms();
+            uint8_t buf[1024];
+            size_t len = jrp__v1__action__pack(&a, buf);
+            assert_int_equal(kafka_produce(rk, topic, RD_KAFKA_PARTITION_UA, key, strlen(key), buf,
+                                           len, kafka_headers("jrp.v1.Action", NULL), NULL),
+                             0);
+        }
+    static const char junk[] = "not an action \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff";
+    assert_int_equal(kafka_produce(rk, topic, RD_KAFKA_PARTITION_UA, "enterprise:junk", 15, junk,
+                                   sizeof(junk) - 1, NULL, NULL),
+                     0);
+    assert_int_equal(rd_kafka_flush(rk, 30000), 0);
+    assert_int_equal(dr_failures, 0);
+    rd_kafka_destroy(rk);
+}
+
+/* --- helpers ---------------------------------------------------------------------------------- */
+
+static void show_log(const char *path)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "tail -n 40 %s >&2", path);
+    if (system(cmd) < 0)
+        fprintf(stderr, "cannot show %s\n", path);
+}
+
+static int wait_distinct(receiver_t *r, int n, int timeout_ms)
+{
+    int64_t until = harness_now_ms() + timeout_ms;
+    while (receiver_distinct(r) < n && harness_now_ms() < until)
+        usleep(50000);
+    return receiver_distinct(r);
+}
+
+/* The value of a metric line "name{department=\"transport\"} v", or -1. */
+static double metric(const char *text, const char *name)
+{
+    char needle[160];
+    snprintf(needle, sizeof(needle), "%s{department=\"transport\"} ", name);
+    const char *p = strstr(text, needle);
+    return p ? atof(p + strlen(needle)) : -1;
+}
+
+/* --- tests ------------------------------------------------------------------------------------ */
+
+static void test_delivery_with_faults_and_kill(void **state)
+{
+    (void)state;
+    int64_t t0 = harness_now_ms();
+    receiver_t *r = receiver_start(1);
+    char extra[1024];
+    const char *group = testenv_unique("dispatch-group");
+    char grp[128];
+    snprintf(grp, sizeof(grp), "%s", group);
+    snprintf(extra, sizeof(extra),
+             "dispatch.group = %s\ndispatch.instance = %s-1\n"
+             "dispatch.transport.url = http://127.0.0.1:%d/hook\n"
+             "dispatch.transport.secret = %s\ndispatch.transport.timeout_ms = %d\n"
+             "dispatch.transport.concurrency = 6\ndispatch.retry_base_ms = 50\n"
+             "dispatch.retry_cap_ms = 400\ndispatch.commit_interval_ms = 200\n",
+             grp, grp, r->port, SECRET, TIMEOUT_MS);
+    harness_t *h = harness_create("dispatch", extra);
+    char topic[256], err[512];
+    config_topic(h->cfg, "actions.transport", topic, sizeof(topic));
+    const char *depts[] = {"transport"};
+    assert_int_equal(rulesync_ensure_topics(h->cfg, depts, 1, NULL, err, sizeof(err)), 0);
+    produce_actions(h, topic);
+
+    /* First run: killed with SIGKILL once about a third is accepted. */
+    char log1[300], log2[300];
+    snprintf(log1, sizeof(log1), "/tmp/jrp-harness-%s.dispatch1.log", h->name);
+    snprintf(log2, sizeof(log2), "/tmp/jrp-harness-%s.dispatch2.log", h->name);
+    pid_t pid = harness_service_start(h, "jrp-dispatch", log1, NULL);
+    int at_kill = wait_distinct(r, N_ACTIONS / 3, 60000);
+    if (at_kill < N_ACTIONS / 3)
+        show_log(log1);
+    assert_true(at_kill >= N_ACTIONS / 3);
+    assert_int_equal(harness_service_stop(pid, SIGKILL), 128 + SIGKILL);
+    at_kill = receiver_distinct(r);
+    int dups_before = r->duplicates;
+
+    /* Second run: the same group picks up from the committed offsets. */
+    pid = harness_service_start(h, "jrp-dispatch", log2, NULL);
+    int got = wait_distinct(r, N_ACTIONS - 1, 90000);
+    if (got < N_ACTIONS - 1)
+        show_log(log2);
+    assert_int_equal(got, N_ACTIONS - 1);
+
+    /* Dead letters: the refused action and the record that is not an Action. */
+    harness_records_t dlq = {0};
+    harness_read(h, "dlq", NULL, 2, 1000, 30000, &dlq);
+    assert_true(dlq.n >= 2);
+    int seen_rejected = 0, seen_junk = 0;
+    for (size_t i = 0; i < dlq.n; i++) {
+        const char *hd = dlq.header_dump[i];
+        assert_non_null(strstr(hd, "jrp-error-service=dispatch;"));
+        assert_non_null(strstr(hd, "jrp-error-topic="));
+        assert_non_null(strstr(hd, "jrp-error-offset="));
+        assert_non_null(strstr(hd, "jrp-error-time="));
+        if (!strcmp(dlq.keys[i], "enterprise:junk")) {
+            seen_junk++;
+            assert_non_null(strstr(hd, "jrp-error-code=decode_failed;"));
+            continue;
+        }
+        seen_rejected++;
+        char key[64];
+        subject_key(REJECT_S, key, sizeof(key));
+        assert_string_equal(dlq.keys[i], key);
+        /* The original bytes, unchanged. */
+        Jrp__V1__Action *a = jrp__v1__action__unpack(NULL, dlq.lens[i], dlq.values[i]);
+        assert_non_null(a);
+        char id[32];
+        snprintf(id, sizeof(id), "act-%d-%d", REJECT_S, REJECT_Q);
+        assert_string_equal(a->action_id, id);
+        jrp__v1__action__free_unpacked(a, NULL);
+        assert_non_null(strstr(hd, "jrp-error-code=webhook_rejected;"));
+        assert_non_null(strstr(hd, "jrp-error-http-status=400;"));
+        assert_non_null(strstr(hd, "jrp-schema=jrp.v1.Action;"));
+        const char *reason = strstr(hd, "jrp-error-reason=");
+        assert_non_null(reason);
+        assert_non_null(strstr(reason, "HTTP 400"));
+        assert_non_null(strstr(reason, "measure code XYZ unknown here")); /* excerpt, one line */
+    }
+    /* Once each, or twice when the kill came between the dead letter and its commit. */
+    assert_true(seen_rejected >= 1 && seen_rejected <= 2);
+    assert_true(seen_junk >= 1 && seen_junk <= 2);
+    harness_records_free(&dlq, NULL);
+
+    /* RECEIVED feedback for every delivered action (a re-send after the kill may add a second),
+     * none for the refused one. */
+    static int fb_seen[SUBJECTS][PER_SUBJECT];
+    int missing = -1;
+    /* The last feedback may still be on its way when the last answer was given: read again
+     * until every delivered action has its record (or the time is up). */
+    for (int attempt = 0; attempt < 20 && missing != 0; attempt++) {
+        harness_records_t fb = {0};
+        harness_read(h, "feedback", &jrp__v1__feedback__descriptor, N_ACTIONS - 1, 500, 30000, &fb);
+        memset(fb_seen, 0, sizeof(fb_seen));
+        for (size_t i = 0; i < fb.n; i++) {
+            Jrp__V1__Feedback *f = fb.values[i];
+            int s, q;
+            assert_int_equal(sscanf(f->action_id, "act-%d-%d", &s, &q), 2);
+            assert_string_equal(fb.keys[i], f->action_id);
+            assert_string_equal(f->department, "transport");
+            assert_int_equal(f->status, JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_RECEIVED);
+            assert_true(f->occurred_at_ms >= t0);
+            assert_non_null(strstr(fb.header_dump[i], "jrp-schema=jrp.v1.Feedback;"));
+            fb_seen[s][q]++;
+        }
+        harness_records_free(&fb, &jrp__v1__feedback__descriptor);
+        missing = 0;
+        for (int s = 0; s < SUBJECTS; s++)
+            for (int q = 0; q < PER_SUBJECT; q++)
+                missing += !(s == REJECT_S && q == REJECT_Q) && fb_seen[s][q] == 0;
+    }
+    assert_int_equal(missing, 0);
+    assert_int_equal(fb_seen[REJECT_S][REJECT_Q], 0);
+
+    /* Ready, and the metrics count what happened in this run. */
+    int port = harness_log_port(h, log2, 10000);
+    assert_true(port > 0);
+    char body[16384];
+    int st = -1;
+    for (int i = 0; i < 100 && st != 200; i++) {
+        st = harness_http_get(port, "/readyz", body, sizeof(body));
+        if (st != 200)
+            usleep(100000);
+    }
+    assert_int_equal(st, 200);
+    assert_int_equal(harness_http_get(port, "/metrics", body, sizeof(body)), 200);
+    assert_true(metric(body, "jrp_dispatch_delivered_total") >= 1);
+    assert_true(metric(body, "jrp_dispatch_retried_total") >= 1);
+    assert_true(metric(body, "jrp_dispatch_dead_lettered_total") >= 1);
+    assert_true(metric(body, "jrp_dispatch_in_flight") >= 0);
+    assert_non_null(strstr(body, "jrp_dispatch_delivery_seconds_bucket{department=\"transport\""));
+
+    /* SIGTERM: a clean exit. */
+    int rc = harness_service_stop(pid, SIGTERM);
+    if (rc != 0)
+        show_log(log2);
+    assert_int_equal(rc, 0);
+
+    /* What the department saw. */
+    pthread_mutex_lock(&r->mu);
+    fprintf(stderr,
+            "# %d actions over %d subjects in %.1f s: %d requests, %d accepted at the kill, "
+            "%d duplicates re-sent (%d before the kill); injected %d x 500, %d resets, %d slow, "
+            "%d x 429; %d refusals\n",
+            N_ACTIONS, SUBJECTS, (double)(harness_now_ms() - t0) / 1000.0, r->requests, at_kill,
+            r->duplicates, dups_before, r->fail_500, r->fail_reset, r->fail_slow, r->fail_429,
+            r->rejected);
+    if (r->violations)
+        fprintf(stderr, "# order violation: %s\n", r->violation_text);
+    assert_int_equal(r->bad_signature, 0);
+    assert_int_equal(r->bad_headers, 0);
+    assert_int_equal(r->violations, 0);
+    assert_int_equal(r->distinct, N_ACTIONS - 1);
+    for (int s = 0; s < SUBJECTS; s++) {
+        assert_int_equal(r->expected[s], PER_SUBJECT);
+        for (int q = 0; q < PER_SUBJECT; q++)
+            if (s == REJECT_S && q == REJECT_Q)
+                assert_int_equal(r->accepted[s][q], 0);
+            else
+                assert_true(r->accepted[s][q] >= 1);
+    }
+    /* Every kind of failure happened and was survived; a slow answer is always re-sent. */
+    assert_true(r->fail_500 > 0 && r->fail_reset > 0 && r->fail_slow > 0 && r->fail_429 > 0);
+    assert_true(r->duplicates >= 1);
+    assert_true(r->rejected >= 1);
+    pthread_mutex_unlock(&r->mu);
+    receiver_stop(r);
+    harness_destroy(h);
+}
+
+static void test_bad_configuration_fails_at_start(void **state)
+{
+    (void)state;
+    struct {
+        const char *extra, *expect;
+    } cases[] = {
+        {"dispatch.transport.url = 127.0.0.1:9/hook\ndispatch.transport.secret = s\n",
+         "dispatch.transport.url"},
+        {"dispatch.transport.url = https://127.0.0.1:9/hook\n", "dispatch.transport.secret"},
+        {"dispatch.market.secret = s\n", "dispatch.market.url"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        harness_t *h = harness_create("dispatch-conf", cases[i].extra);
+        char log[300];
+        snprintf(log, sizeof(log), "/tmp/jrp-harness-%s.dispatch.log", h->name);
+        pid_t pid = harness_service_start(h, "jrp-dispatch", log, NULL);
+        /* It exits by itself: signal 0 only waits. */
+        int rc = harness_service_stop(pid, 0);
+        assert_int_equal(rc, 1);
+        FILE *f = fopen(log, "r");
+        assert_non_null(f);
+        char text[4096] = "";
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        text[n] = '\0';
+        fclose(f);
+        if (!strstr(text, cases[i].expect))
+            fprintf(stderr, "log: %s\n", text);
+        assert_non_null(strstr(text, cases[i].expect));
+        harness_destroy(h);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_configuration_fails_at_start),
+        cmocka_unit_test(test_delivery_with_faults_and_kill),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
