@@ -573,12 +573,18 @@ static void dispatch__on_answer(item_t *it, CURLcode res)
         if (ra >= 0)
             wait = ra > DISPATCH_RETRY_AFTER_MAX_MS ? DISPATCH_RETRY_AFTER_MAX_MS : ra;
         dept->retried++;
-        if (status)
-            log_info("%s: HTTP %ld, attempt %u; again in %" PRId64 " ms", it->action_id, status,
-                     it->attempts, wait);
-        else
-            log_info("%s: %s, attempt %u; again in %" PRId64 " ms", it->action_id, err,
-                     it->attempts, wait);
+        /* One line per retry would flood the log when a webhook is down: the metric counts
+         * every retry, the log shows attempts 4, 8, 16, ... (debug level shows them all). */
+        log_level_t lvl =
+            it->attempts >= 4 && !(it->attempts & (it->attempts - 1)) ? LOG_WARN : LOG_DEBUG;
+        if (lvl >= log_get_level()) {
+            if (status)
+                log_write(lvl, "%s: HTTP %ld, attempt %u; again in %" PRId64 " ms", it->action_id,
+                          status, it->attempts, wait);
+            else
+                log_write(lvl, "%s: %s, attempt %u; again in %" PRId64 " ms", it->action_id, err,
+                          it->attempts, wait);
+        }
         it->state = ITEM_BACKOFF;
         if (dispatch__timer(it, dispatch__on_backoff_done, (uint64_t)wait))
             dispatch__fatal(d, "timer", "cannot start a timer");
@@ -605,8 +611,8 @@ static void dispatch__on_poll(uv_poll_t *h, int status, int events)
     sock_t *s = h->data;
     dispatch_t *d = s->d;
     int flags = 0, running;
-    if (status < 0)
-        flags = CURL_CSELECT_ERR;
+    if (status < 0) /* let libcurl meet the error itself, so it reports the real cause */
+        flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
     if (events & UV_READABLE)
         flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE)
