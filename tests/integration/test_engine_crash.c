@@ -226,6 +226,18 @@ static void test_kill_nine_five_times(void **state)
     free(got.ids);
     free_states(states);
     assert_int_equal(harness_engine_signal(h, SIGTERM), 0);
+
+    /* The auditors' replay of the whole period agrees with every recorded decision, kills and
+     * all (issue #6). */
+    char out[8192], want[128];
+    int rc = harness_jrpctl(h, out, sizeof(out), "replay --from 0 --to %lld",
+                            (long long)harness_now_ms() + 1);
+    if (rc != 0)
+        fail_msg("jrpctl replay: exit %d: %s", rc, out);
+    snprintf(want, sizeof(want),
+             "in the window: %zu compared (0 lapses), %zu matching, 0 differing", total, total);
+    if (!strstr(out, want))
+        fail_msg("replay after the crashes: want \"%s\" in:\n%s", want, out);
     harness_destroy(h);
 }
 
