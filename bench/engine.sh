@@ -159,6 +159,18 @@ engine_peak() {
     E_RATE+=("$rate") E_RSS+=("$rss") E_CPU+=("$cpu")
     E_K+=("$(awk -v r="$records" -v n="$N" 'BEGIN {printf "%.0f", r / n}')")
     note "engine: $rate events/s, $rss MB peak RSS, $cpu CPU s, $records records"
+    # The auditors' dry-run replay of what the engine just did (issue #6), and beside it the
+    # floor: reading the same two topics with no matching.
+    local rline t0 t1
+    rline=$(timeout 900 "$CTL" replay --from 0 --to 99999999999999 -c "$CONF" 2>/dev/null |
+        grep '^replayed ')
+    R_RATE+=("$(sed -n 's/.*(\([0-9]*\) events\/s).*/\1/p' <<<"$rline")")
+    R_DIFF+=("$(sed -n 's/.*, \([0-9]*\) differing.*/\1/p' <<<"$rline")")
+    t0=$(date +%s%N)
+    timeout 300 "$BE" count "$CONF" events decisions >/dev/null
+    t1=$(date +%s%N)
+    RD_RATE+=("$(awk -v n="$N" -v ns=$((t1 - t0)) 'BEGIN {printf "%.0f", n / (ns / 1e9)}')")
+    note "replay: ${R_RATE[-1]} events/s, ${R_DIFF[-1]} differing; reading events and decisions alone: ${RD_RATE[-1]} events/s"
 }
 pass_peak() {
     new_conf pass
@@ -246,7 +258,7 @@ naive_latency() {
 }
 
 # --- run -----------------------------------------------------------------------------------------
-E_RATE=() E_RSS=() E_CPU=() E_K=() P_RATE=() N_RATE=() K=0 NAIVE_K=0
+E_RATE=() E_RSS=() E_CPU=() E_K=() P_RATE=() N_RATE=() K=0 NAIVE_K=0 R_RATE=() R_DIFF=() RD_RATE=()
 for ((r = 1; r <= REPEAT; r++)); do
     note "peak run $r of $REPEAT (engine $N events, passthrough $N, naive peer $NAIVE_N)"
     engine_peak
@@ -256,6 +268,7 @@ for ((r = 1; r <= REPEAT; r++)); do
 done
 E=$(median "${E_RATE[@]}") PT=$(median "${P_RATE[@]}") NV=$(median "${N_RATE[@]}")
 RSS=$(median "${E_RSS[@]}") CPU=$(median "${E_CPU[@]}")
+RP=$(median "${R_RATE[@]}") RD=$(median "${RD_RATE[@]}")
 note "latency at half the peak rate: engine $((E / 2))/s, passthrough $((PT / 2))/s, naive $((NV / 2))/s"
 engine_latency $((E / 2))
 pass_latency $((PT / 2))
@@ -282,6 +295,7 @@ R_PT=$(ratio "$E" "$PT") R_NV=$(ratio "$E" "$NV")
     echo "| engine / naive peer ≥ 20 | $R_NV | $(verdict "$R_NV" ">=" 20) |"
     echo "| engine p99 at half peak ≤ 50 ms | $EP99 ms seen ($(kv p99_ms "$E_LAT") ms record time) | $(verdict "$EP99" "<=" 50) |"
     echo "| engine peak RSS ≤ 64 MB | $RSS MB | $(verdict "$RSS" "<=" 64) |"
+    echo "| replay dry run ≥ 100,000 events/s | $RP (runs ${R_RATE[*]}; differing ${R_DIFF[*]}); reading the topics alone $RD, ratio $(ratio "$RP" "$RD") | $(verdict "$RP" ">=" 100000) |"
     echo
     echo "Engine CPU (user+sys) per peak run: ${E_CPU[*]} s (median $CPU s). Latency \"record time\" is the"
     echo "output record's timestamp minus the event's; \"seen\" is when a read_committed reader running"

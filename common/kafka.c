@@ -136,6 +136,51 @@ rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr
     return kafka__consumer_new(cfg, NULL, forced, errstr, errstr_size);
 }
 
+static void kafka__one_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    int *state = opaque;
+    *state = m->err ? (int)m->err : -1; /* -1: delivered */
+}
+
+int kafka_produce_one(const config_t *cfg, const char *topic, const char *key, const void *value,
+                      size_t value_len, const char *schema, int timeout_ms, char *errstr,
+                      size_t errstr_size)
+{
+    /* clang-format off */
+    const char *const forced[] = {
+        "enable.idempotence", "true",
+        "acks", "all",
+        "partitioner", "murmur2_random",
+        NULL};
+    /* clang-format on */
+    rd_kafka_conf_t *conf = kafka__conf(cfg, NULL, forced, errstr, errstr_size);
+    if (!conf)
+        return -1;
+    int state = 0; /* 0: no report yet; -1: delivered; > 0: the error */
+    rd_kafka_conf_set_dr_msg_cb(conf, kafka__one_delivered);
+    rd_kafka_conf_set_opaque(conf, &state);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    int rc = -1;
+    rd_kafka_resp_err_t err = kafka_produce(rk, topic, RD_KAFKA_PARTITION_UA, key, strlen(key),
+                                            value, value_len, kafka_headers(schema, NULL), NULL);
+    if (err)
+        snprintf(errstr, errstr_size, "produce to %s: %s", topic, rd_kafka_err2str(err));
+    else if (rd_kafka_flush(rk, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR || state == 0)
+        snprintf(errstr, errstr_size, "%s: not acknowledged within %d ms", topic, timeout_ms);
+    else if (state > 0)
+        snprintf(errstr, errstr_size, "%s: %s", topic,
+                 rd_kafka_err2str((rd_kafka_resp_err_t)state));
+    else
+        rc = 0;
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 rd_kafka_headers_t *kafka_headers(const char *schema, const char *traceparent)
 {
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);

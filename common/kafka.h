@@ -51,6 +51,15 @@ rd_kafka_resp_err_t kafka_produce(rd_kafka_t *rk, const char *topic, int32_t par
                                   size_t value_len, rd_kafka_headers_t *hdrs, void *msg_opaque);
 
 /* How to react to a transactional error (librdkafka's examples/transactions.c). */
+/*
+ * Produce one record (key partitioned like the Java client, murmur2) through a short-lived
+ * idempotent producer and wait until the broker acknowledged it or timeout_ms passed. For tools
+ * that write a single record (a token, a check). 0, or -1 with the reason in errstr.
+ */
+int kafka_produce_one(const config_t *cfg, const char *topic, const char *key, const void *value,
+                      size_t value_len, const char *schema, int timeout_ms, char *errstr,
+                      size_t errstr_size);
+
 typedef enum {
     KAFKA_ERR_OK = 0,
     KAFKA_ERR_RETRIABLE, /* call the same operation again */

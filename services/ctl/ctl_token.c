@@ -105,62 +105,22 @@ static const char *ctl_token_scopes_text(unsigned bits, char *buf, size_t size)
     return buf;
 }
 
-static void ctl_token_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-    (void)rk;
-    if (m->err)
-        snprintf(opaque, 256, "%s", rd_kafka_err2str(m->err));
-}
-
 /* Produce rec to the tokens topic, keyed by its id, and wait for the broker. 0 or -1. */
 static int ctl_token_publish(const config_t *cfg, const Jrp__V1__TokenRecord *rec, char *errstr,
                              size_t errstr_size)
 {
-    char topic[256], failed[256] = "";
+    char topic[256];
     config_topic(cfg, "tokens", topic, sizeof(topic));
     size_t len = jrp__v1__token_record__get_packed_size(rec);
     uint8_t *buf = malloc(len ? len : 1);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_t *rk = NULL;
-    int rc = -1;
-    if (!buf || !conf) {
+    if (!buf) {
         snprintf(errstr, errstr_size, "out of memory");
-        goto done;
+        return -1;
     }
     jrp__v1__token_record__pack(rec, buf);
-    if (config_apply_kafka(cfg, conf, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) !=
-            RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) != RD_KAFKA_CONF_OK)
-        goto done;
-    rd_kafka_conf_set_dr_msg_cb(conf, ctl_token_on_delivery);
-    rd_kafka_conf_set_opaque(conf, failed);
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
-    if (!rk)
-        goto done;
-    conf = NULL; /* now owned by rk */
-    rd_kafka_resp_err_t err =
-        kafka_produce(rk, topic, RD_KAFKA_PARTITION_UA, rec->token_id, strlen(rec->token_id), buf,
-                      len, kafka_headers(jrp__v1__token_record__descriptor.name, NULL), NULL);
-    if (err) {
-        snprintf(errstr, errstr_size, "produce to %s: %s", topic, rd_kafka_err2str(err));
-        goto done;
-    }
-    if (rd_kafka_flush(rk, CTL_TOKEN_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(errstr, errstr_size, "%s: not acknowledged within %d ms", topic,
-                 CTL_TOKEN_TIMEOUT_MS);
-        goto done;
-    }
-    if (failed[0]) {
-        snprintf(errstr, errstr_size, "%s: %s", topic, failed);
-        goto done;
-    }
-    rc = 0;
-done:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    if (rk)
-        rd_kafka_destroy(rk);
+    int rc = kafka_produce_one(cfg, topic, rec->token_id, buf, len,
+                               jrp__v1__token_record__descriptor.name, CTL_TOKEN_TIMEOUT_MS, errstr,
+                               errstr_size);
     free(buf);
     return rc;
 }
