@@ -33,6 +33,7 @@
 #define DISPATCH_RETRY_AFTER_MAX_MS 3600000 /* a Retry-After beyond an hour is taken as an hour */
 #define DISPATCH_EXCERPT 160                /* bytes of a refusal's body kept in the reason */
 #define DISPATCH_FLUSH_MS 10000
+#define DISPATCH_ID_MAX 200 /* longest action id sent as Idempotency-Key */
 
 enum { ITEM_QUEUED = 0, ITEM_READY, ITEM_SENDING, ITEM_BACKOFF, ITEM_FINISHING };
 
@@ -453,7 +454,7 @@ static void dispatch__send(item_t *it)
 {
     dispatch_t *d = it->d;
     dept_t *dept = it->dept;
-    char ts[24], sig[65], hdr[128];
+    char ts[24], sig[65], hdr[DISPATCH_ID_MAX + 40];
     snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
     it->state = ITEM_SENDING;
     it->attempts++;
@@ -771,6 +772,19 @@ static void dispatch__accept(dispatch_t *d, rd_kafka_message_t *m)
         dispatch__dead_letter(it, "decode_failed", "jrp.v1.Action without action_id");
         return;
     }
+    /* The id becomes a header value: visible ASCII only, bounded. */
+    size_t idlen = strlen(a->action_id);
+    int id_ok = idlen <= DISPATCH_ID_MAX;
+    for (size_t i = 0; id_ok && i < idlen; i++)
+        id_ok = a->action_id[i] > 0x20 && a->action_id[i] < 0x7f;
+    if (!id_ok) {
+        jrp__v1__action__free_unpacked(a, NULL);
+        dispatch__dead_letter(it, "decode_failed",
+                              "action_id is not usable as an Idempotency-Key (visible ASCII, at "
+                              "most %d bytes)",
+                              DISPATCH_ID_MAX);
+        return;
+    }
     json_t *j = pbjson_encode(&a->base, 0);
     it->action_id = strdup(a->action_id);
     it->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -868,8 +882,9 @@ static void dispatch__on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         d->assigned = 1;
         d->kafka_down = 0;
         d->paused = 0;
-        if (d->stopping && parts->cnt)
-            rd_kafka_pause_partitions(rk, parts);
+        /* A partition paused before a rebalance may come back paused: say what we want. */
+        if (parts->cnt)
+            (d->stopping ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(rk, parts);
         return;
     }
     /* Revoked (the eager assignors take everything back): finish what the broker is about to
@@ -907,6 +922,9 @@ static void dispatch__on_consumer_ready(void *arg)
         if (!d->stopping)
             dispatch__accept(d, m);
         rd_kafka_message_destroy(m);
+        /* Pause as soon as the limit is reached; what was fetched already is still taken, so
+         * nothing is left stranded in the queue. */
+        dispatch__flow(d);
     }
     dispatch__flow(d);
 }
@@ -935,11 +953,16 @@ static void dispatch__on_error(rd_kafka_t *rk, int err, const char *reason, void
 static void dispatch__on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                 rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
+    dispatch_t *d = opaque;
     (void)rk;
     (void)offsets;
-    (void)opaque;
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        log_warn("offset commit: %s", rd_kafka_err2str(err));
+    if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return;
+    log_warn("offset commit: %s", rd_kafka_err2str(err));
+    /* Commit every position again at the next tick. */
+    for (size_t i = 0; i < d->n_depts; i++)
+        for (int p = 0; p < d->depts[i].n_wms; p++)
+            d->depts[i].wms[p].committed = -1;
 }
 
 static void dispatch__on_cron(uv_timer_t *t)
@@ -1062,7 +1085,12 @@ static rd_kafka_t *dispatch__client(dispatch_t *d, rd_kafka_type_t type, char *e
     const char *inst = config_get(d->cfg, "dispatch.instance");
     int ok;
     if (type == RD_KAFKA_PRODUCER) {
+        /* murmur2 places keyed records where the Java client and jrp's other producers do. */
         ok = rd_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size) == RD_KAFKA_CONF_OK &&
+             rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, errstr_size) ==
+                 RD_KAFKA_CONF_OK &&
+             rd_kafka_conf_set(conf, "compression.type", "lz4", errstr, errstr_size) ==
+                 RD_KAFKA_CONF_OK &&
              !config_apply_kafka(d->cfg, conf, errstr, errstr_size) &&
              rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ==
                  RD_KAFKA_CONF_OK &&
@@ -1070,6 +1098,9 @@ static rd_kafka_t *dispatch__client(dispatch_t *d, rd_kafka_type_t type, char *e
         rd_kafka_conf_set_dr_msg_cb(conf, dispatch__on_delivery);
     } else {
         ok = rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ==
+                 RD_KAFKA_CONF_OK &&
+             /* Bounded prefetch: dispatch.max_pending bounds what is held beyond it. */
+             rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) ==
                  RD_KAFKA_CONF_OK &&
              rd_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr, errstr_size) ==
                  RD_KAFKA_CONF_OK &&

@@ -592,6 +592,69 @@ static void test_delivery_with_faults_and_kill(void **state)
     harness_destroy(h);
 }
 
+/* Two processes in one group: the second joins mid-stream, so the first has its partitions
+ * revoked with requests in flight, in backoff and waiting for acknowledgement. */
+static void test_rebalance_between_two_instances(void **state)
+{
+    (void)state;
+    int64_t t0 = harness_now_ms();
+    receiver_t *r = receiver_start(1);
+    char extra[1024], grp[128];
+    snprintf(grp, sizeof(grp), "%s", testenv_unique("dispatch-group"));
+    snprintf(extra, sizeof(extra),
+             "dispatch.group = %s\n"
+             "dispatch.transport.url = http://127.0.0.1:%d/hook\n"
+             "dispatch.transport.secret = %s\ndispatch.transport.timeout_ms = %d\n"
+             "dispatch.transport.concurrency = 4\ndispatch.retry_base_ms = 50\n"
+             "dispatch.retry_cap_ms = 400\ndispatch.commit_interval_ms = 200\n",
+             grp, r->port, SECRET, TIMEOUT_MS);
+    harness_t *h = harness_create("dispatch-rb", extra);
+    char topic[256], err[512];
+    config_topic(h->cfg, "actions.transport", topic, sizeof(topic));
+    const char *depts[] = {"transport"};
+    assert_int_equal(rulesync_ensure_topics(h->cfg, depts, 1, NULL, err, sizeof(err)), 0);
+    produce_actions(h, topic);
+    char log_a[300], log_b[300];
+    snprintf(log_a, sizeof(log_a), "/tmp/jrp-harness-%s.dispatch-a.log", h->name);
+    snprintf(log_b, sizeof(log_b), "/tmp/jrp-harness-%s.dispatch-b.log", h->name);
+    pid_t a = harness_service_start(h, "jrp-dispatch", log_a, NULL);
+    int at_join = wait_distinct(r, N_ACTIONS / 4, 60000);
+    if (at_join < N_ACTIONS / 4)
+        show_log(log_a);
+    assert_true(at_join >= N_ACTIONS / 4);
+    pid_t b = harness_service_start(h, "jrp-dispatch", log_b, NULL);
+    int got = wait_distinct(r, N_ACTIONS - 1, 90000);
+    if (got < N_ACTIONS - 1) {
+        show_log(log_a);
+        show_log(log_b);
+    }
+    assert_int_equal(got, N_ACTIONS - 1);
+    /* Both took part: each log shows an assignment after the join. */
+    int rc_a = harness_service_stop(a, SIGTERM), rc_b = harness_service_stop(b, SIGTERM);
+    if (rc_a || rc_b) {
+        show_log(log_a);
+        show_log(log_b);
+    }
+    assert_int_equal(rc_a, 0);
+    assert_int_equal(rc_b, 0);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "grep -q 'partitions revoked' %s && grep -q 'assigned [1-9]' %s",
+             log_a, log_b);
+    assert_int_equal(system(cmd), 0);
+    pthread_mutex_lock(&r->mu);
+    fprintf(stderr, "# rebalance: %d actions in %.1f s, %d requests, %d duplicates\n", N_ACTIONS,
+            (double)(harness_now_ms() - t0) / 1000.0, r->requests, r->duplicates);
+    if (r->violations)
+        fprintf(stderr, "# order violation: %s\n", r->violation_text);
+    assert_int_equal(r->bad_signature, 0);
+    assert_int_equal(r->bad_headers, 0);
+    assert_int_equal(r->violations, 0);
+    assert_int_equal(r->distinct, N_ACTIONS - 1);
+    pthread_mutex_unlock(&r->mu);
+    receiver_stop(r);
+    harness_destroy(h);
+}
+
 static void test_bad_configuration_fails_at_start(void **state)
 {
     (void)state;
@@ -629,6 +692,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_configuration_fails_at_start),
         cmocka_unit_test(test_delivery_with_faults_and_kill),
+        cmocka_unit_test(test_rebalance_between_two_instances),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
