@@ -46,8 +46,8 @@ const config_def_t config_defs[] = {
      "how often listings that reached valid_until are looked for"},
     {"engine.transaction_timeout_ms", CONFIG_INT, "60000", 1000, 900000, NULL,
      "Kafka transaction.timeout.ms of the engine's producer"},
-    {"engine.state_cache_max", CONFIG_INT, "20000", 0, 100000000, NULL,
-     "subject states kept in memory for the partitions this engine owns"},
+    {"engine.state_cache_max", CONFIG_INT, "2000", 0, 100000000, NULL,
+     "subject states kept in memory for the partitions this engine owns (about 2.7 kB each)"},
     {"engine.rules_check_ms", CONFIG_INT, "5000", 100, 600000, NULL,
      "how often the active rule-set version is checked in Redis (besides pub/sub)"},
     /* jrp-gateway. */
