@@ -85,6 +85,8 @@ const config_def_t config_defs[] = {
     {"dispatch.*.secret", CONFIG_SECRET, NULL, 0, 0, NULL, "HMAC-SHA256 signing secret"},
     {"dispatch.*.timeout_ms", CONFIG_INT, "10000", 100, 600000, NULL, "per-request timeout"},
     {"dispatch.*.concurrency", CONFIG_INT, "8", 1, 1024, NULL, "requests in flight at most"},
+    {"dispatch.*.ca_file", CONFIG_STRING, NULL, 0, 0, NULL,
+     "CA certificates (PEM) that verify the webhook's TLS certificate (default: the system's)"},
     {"dispatch.instance", CONFIG_STRING, NULL, 0, 0, NULL,
      "stable group.instance.id of this dispatch process (unset: dynamic membership)"},
     {"dispatch.retry_base_ms", CONFIG_INT, "250", 1, 3600000, NULL,
