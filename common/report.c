@@ -1,0 +1,406 @@
+/*
+ * report: the effects list read from the ledger's Redis layout, aggregated and rendered.
+ */
+#include "report.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workdays.h"
+
+#define REPORT_BATCH 500
+
+void report_init(report_t *r, int64_t from_ms, int64_t to_ms, int64_t now_ms)
+{
+    memset(r, 0, sizeof(*r));
+    r->from_ms = from_ms;
+    r->to_ms = to_ms;
+    r->now_ms = now_ms;
+}
+
+void report_free(report_t *r)
+{
+    free(r->rows);
+    free(r->discs);
+    r->rows = NULL;
+    r->discs = NULL;
+    r->n_rows = r->cap_rows = r->n_discs = r->cap_discs = 0;
+}
+
+/* The row for memo x dept, inserted in order when new; NULL when out of memory. */
+static report_row_t *report__row(report_t *r, const char *memo, const char *dept)
+{
+    size_t lo = 0, hi = r->n_rows;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(r->rows[mid].memo, memo);
+        if (!c)
+            c = strcmp(r->rows[mid].dept, dept);
+        if (!c)
+            return &r->rows[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (r->n_rows == r->cap_rows) {
+        size_t ncap = r->cap_rows ? r->cap_rows * 2 : 16;
+        report_row_t *nr = realloc(r->rows, ncap * sizeof(*nr));
+        if (!nr)
+            return NULL;
+        r->rows = nr;
+        r->cap_rows = ncap;
+    }
+    memmove(&r->rows[lo + 1], &r->rows[lo], (r->n_rows - lo) * sizeof(*r->rows));
+    r->n_rows++;
+    report_row_t *row = &r->rows[lo];
+    memset(row, 0, sizeof(*row));
+    snprintf(row->memo, sizeof(row->memo), "%s", memo);
+    snprintf(row->dept, sizeof(row->dept), "%s", dept);
+    return row;
+}
+
+int report_add_action(report_t *r, const report_action_t *a)
+{
+    report_row_t *row = report__row(r, a->memo ? a->memo : "", a->dept ? a->dept : "");
+    if (!row)
+        return -1;
+    const char *st = a->status ? a->status : "issued";
+    if (a->op && !strcmp(a->op, "revoke")) {
+        row->lifted++;
+        return 0;
+    }
+    row->applied++;
+    if (!strcmp(st, "executed"))
+        row->executed++;
+    else if (!strcmp(st, "rejected"))
+        row->rejected++;
+    else if (!a->lifted && a->due_ms > 0 && a->due_ms <= r->now_ms)
+        row->overdue++;
+    else
+        row->pending++;
+    return 0;
+}
+
+int report_add_disclosure(report_t *r, const char *dept, int confirmed, int64_t deadline_ms)
+{
+    size_t i = 0;
+    while (i < r->n_discs && strcmp(r->discs[i].dept, dept) < 0)
+        i++;
+    if (i == r->n_discs || strcmp(r->discs[i].dept, dept)) {
+        if (r->n_discs == r->cap_discs) {
+            size_t ncap = r->cap_discs ? r->cap_discs * 2 : 8;
+            report_disc_t *nd = realloc(r->discs, ncap * sizeof(*nd));
+            if (!nd)
+                return -1;
+            r->discs = nd;
+            r->cap_discs = ncap;
+        }
+        memmove(&r->discs[i + 1], &r->discs[i], (r->n_discs - i) * sizeof(*r->discs));
+        r->n_discs++;
+        memset(&r->discs[i], 0, sizeof(r->discs[i]));
+        snprintf(r->discs[i].dept, sizeof(r->discs[i].dept), "%s", dept);
+    }
+    report_disc_t *d = &r->discs[i];
+    d->decisions++;
+    if (confirmed)
+        d->confirmed++;
+    else if (deadline_ms > 0 && deadline_ms <= r->now_ms)
+        d->breached++;
+    else
+        d->pending++;
+    return 0;
+}
+
+char *report_render_json(const report_t *r)
+{
+    json_t *root = json_object(), *effects = json_array(), *discs = json_array();
+    char *out = NULL;
+    if (!root || !effects || !discs)
+        goto done;
+    json_object_set_new(root, "from_ms", json_integer(r->from_ms));
+    json_object_set_new(root, "to_ms", json_integer(r->to_ms));
+    json_object_set_new(root, "generated_at_ms", json_integer(r->now_ms));
+    for (size_t i = 0; i < r->n_rows; i++) {
+        const report_row_t *w = &r->rows[i];
+        json_t *o =
+            json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "memorandum_id", w->memo, "department",
+                      w->dept, "applied", (json_int_t)w->applied, "lifted", (json_int_t)w->lifted,
+                      "executed", (json_int_t)w->executed, "rejected", (json_int_t)w->rejected,
+                      "pending", (json_int_t)w->pending, "overdue", (json_int_t)w->overdue);
+        if (!o || json_array_append_new(effects, o))
+            goto done;
+    }
+    for (size_t i = 0; i < r->n_discs; i++) {
+        const report_disc_t *d = &r->discs[i];
+        json_t *o =
+            json_pack("{s:s,s:I,s:I,s:I,s:I}", "department", d->dept, "decisions",
+                      (json_int_t)d->decisions, "confirmed", (json_int_t)d->confirmed, "pending",
+                      (json_int_t)d->pending, "breached", (json_int_t)d->breached);
+        if (!o || json_array_append_new(discs, o))
+            goto done;
+    }
+    json_object_set(root, "effects", effects);
+    json_object_set(root, "disclosures", discs);
+    out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+done:
+    json_decref(effects);
+    json_decref(discs);
+    json_decref(root);
+    return out;
+}
+
+/* Append s as a CSV field (quoted when it holds a comma, quote, CR or LF). */
+static int csv_field(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    size_t need = *len + 2 * strlen(s) + 4;
+    if (need > *cap) {
+        size_t ncap = *cap * 2 > need ? *cap * 2 : need;
+        char *nb = realloc(*buf, ncap);
+        if (!nb)
+            return -1;
+        *buf = nb;
+        *cap = ncap;
+    }
+    int quote = strpbrk(s, ",\"\r\n") != NULL;
+    if (quote)
+        (*buf)[(*len)++] = '"';
+    for (; *s; s++) {
+        if (*s == '"')
+            (*buf)[(*len)++] = '"';
+        (*buf)[(*len)++] = *s;
+    }
+    if (quote)
+        (*buf)[(*len)++] = '"';
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
+/* Append n raw bytes. */
+static int csv_raw(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t ncap = *cap * 2 > *len + n + 1 ? *cap * 2 : *len + n + 1;
+        char *nb = realloc(*buf, ncap);
+        if (!nb)
+            return -1;
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
+char *report_render_csv(const report_t *r)
+{
+    size_t len = 0, cap = 256;
+    char *buf = malloc(cap);
+    if (!buf)
+        return NULL;
+    buf[0] = '\0';
+    static const char header[] =
+        "memorandum_id,department,applied,lifted,executed,rejected,pending,overdue\r\n";
+    if (csv_raw(&buf, &len, &cap, header, strlen(header)))
+        goto err;
+    for (size_t i = 0; i < r->n_rows; i++) {
+        const report_row_t *w = &r->rows[i];
+        char nums[200];
+        int nn = snprintf(nums, sizeof(nums), ",%llu,%llu,%llu,%llu,%llu,%llu\r\n",
+                          (unsigned long long)w->applied, (unsigned long long)w->lifted,
+                          (unsigned long long)w->executed, (unsigned long long)w->rejected,
+                          (unsigned long long)w->pending, (unsigned long long)w->overdue);
+        if (csv_field(&buf, &len, &cap, w->memo) || csv_raw(&buf, &len, &cap, ",", 1) ||
+            csv_field(&buf, &len, &cap, w->dept) || csv_raw(&buf, &len, &cap, nums, (size_t)nn))
+            goto err;
+    }
+    return buf;
+err:
+    free(buf);
+    return NULL;
+}
+
+/* --- reading Redis -------------------------------------------------------------------------- */
+
+static int report__err(char *errstr, size_t errstr_size, redisContext *c, const redisReply *rep,
+                       const char *what)
+{
+    snprintf(errstr, errstr_size, "redis %s: %s", what,
+             rep ? (rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply")
+                 : (c->errstr[0] ? c->errstr : "no reply"));
+    return -1;
+}
+
+/* ZRANGEBYSCORE key [from, to) in pages; fn(id, arg) for each. */
+static redisReply *report__range(redisContext *c, const char *key, int64_t from_ms, int64_t to_ms,
+                                 long offset)
+{
+    char lo[32], hi[32], off[32], cnt[32];
+    snprintf(lo, sizeof(lo), "%lld", (long long)from_ms);
+    snprintf(hi, sizeof(hi), "(%lld", (long long)to_ms);
+    snprintf(off, sizeof(off), "%ld", offset);
+    snprintf(cnt, sizeof(cnt), "%d", REPORT_BATCH);
+    const char *argv[] = {"ZRANGEBYSCORE", key, lo, hi, "LIMIT", off, cnt};
+    return redisCommandArgv(c, 7, argv, NULL);
+}
+
+static const char *field(const redisReply *r, size_t i)
+{
+    return (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING) ? r->element[i]->str
+                                                                          : NULL;
+}
+
+int report_load(redisContext *c, const char *prefix, int64_t from_ms, int64_t to_ms, int64_t now_ms,
+                report_t *r, char *errstr, size_t errstr_size)
+{
+    char key[512];
+    report_init(r, from_ms, to_ms, now_ms);
+    for (int pass = 0; pass < 2; pass++) {
+        snprintf(key, sizeof(key), "%s%s", prefix,
+                 pass == 0 ? REPORT_KEY_ISSUED : REPORT_KEY_DISCLOSURES);
+        for (long offset = 0;; offset += REPORT_BATCH) {
+            redisReply *ids = report__range(c, key, from_ms, to_ms, offset);
+            if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+                report__err(errstr, errstr_size, c, ids, "ZRANGEBYSCORE");
+                freeReplyObject(ids);
+                goto err;
+            }
+            for (size_t i = 0; i < ids->elements; i++) {
+                const char *id = ids->element[i]->str;
+                if (pass == 0)
+                    redisAppendCommand(c, "HMGET %s%s%s op memo dept status due lifted", prefix,
+                                       REPORT_KEY_ACTION, id);
+                else
+                    redisAppendCommand(c, "HMGET %s%s%s dept confirmed deadline", prefix,
+                                       REPORT_KEY_DISCLOSURE, id);
+            }
+            int failed = 0;
+            for (size_t i = 0; i < ids->elements; i++) {
+                redisReply *h = NULL;
+                if (redisGetReply(c, (void **)&h) != REDIS_OK || !h ||
+                    h->type != REDIS_REPLY_ARRAY) {
+                    if (!failed)
+                        report__err(errstr, errstr_size, c, h, "HMGET");
+                    failed = 1;
+                    freeReplyObject(h);
+                    if (!h)
+                        break; /* the connection is gone: no more replies will come */
+                    continue;
+                }
+                int rc = 0;
+                if (!failed && pass == 0 && field(h, 0)) {
+                    const char *due = field(h, 4), *lifted = field(h, 5);
+                    report_action_t a = {field(h, 0),
+                                         field(h, 1),
+                                         field(h, 2),
+                                         field(h, 3),
+                                         due ? strtoll(due, NULL, 10) : 0,
+                                         lifted && !strcmp(lifted, "1")};
+                    rc = report_add_action(r, &a);
+                } else if (!failed && pass == 1 && field(h, 0)) {
+                    const char *conf = field(h, 1), *dl = field(h, 2);
+                    rc = report_add_disclosure(r, field(h, 0), conf && !strcmp(conf, "1"),
+                                               dl ? strtoll(dl, NULL, 10) : 0);
+                }
+                if (rc && !failed) {
+                    snprintf(errstr, errstr_size, "out of memory");
+                    failed = 1;
+                }
+                freeReplyObject(h);
+            }
+            size_t got = ids->elements;
+            freeReplyObject(ids);
+            if (failed)
+                goto err;
+            if (got < REPORT_BATCH)
+                break;
+        }
+    }
+    return 0;
+err:
+    report_free(r);
+    return -1;
+}
+
+/* --- time bounds ------------------------------------------------------------------------------ */
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int report_parse_time(const char *s, int64_t *out_ms)
+{
+    if (!s || !*s)
+        return -1;
+    size_t n = strlen(s);
+    int all_digits = 1;
+    for (size_t i = 0; i < n; i++)
+        all_digits &= isdigit((unsigned char)s[i]) != 0;
+    if (all_digits) {
+        if (n > 15)
+            return -1;
+        *out_ms = strtoll(s, NULL, 10);
+        return 0;
+    }
+    int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0;
+    if (n < 10 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+        digits(s + 8, 2, &d) || mo < 1 || mo > 12 || d < 1 || d > 31 || y < 1970)
+        return -1;
+    int64_t days = workdays_days_from_civil(y, mo, d);
+    int cy, cm, cd;
+    workdays_civil_from_days(days, &cy, &cm, &cd);
+    if (cy != y || cm != mo || cd != d)
+        return -1; /* 2026-02-30 */
+    if (n == 10) {
+        *out_ms = workdays_cst_day_start_ms(days);
+        return 0;
+    }
+    const char *p = s + 10;
+    if ((*p != 'T' && *p != 't' && *p != ' ') || strlen(p) < 9 || digits(p + 1, 2, &h) ||
+        p[3] != ':' || digits(p + 4, 2, &mi) || p[6] != ':' || digits(p + 7, 2, &sec) || h > 23 ||
+        mi > 59 || sec > 60)
+        return -1;
+    p += 9;
+    if (*p == '.') {
+        int nd = 0, frac = 0;
+        for (p++; isdigit((unsigned char)*p); p++, nd++)
+            if (nd < 3)
+                frac = frac * 10 + (*p - '0');
+        if (nd == 0)
+            return -1;
+        for (int k = nd; k < 3; k++)
+            frac *= 10;
+        ms = frac;
+    }
+    int64_t off_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (strlen(p) != 6 || digits(p + 1, 2, &oh) || p[3] != ':' || digits(p + 4, 2, &om) ||
+            oh > 23 || om > 59)
+            return -1;
+        off_min = (*p == '-' ? -1 : 1) * (int64_t)(oh * 60 + om);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p)
+        return -1;
+    if (sec == 60)
+        sec = 59;
+    *out_ms = ((days * 86400 + h * 3600 + mi * 60 + sec) - off_min * 60) * 1000 + ms;
+    return 0;
+}
