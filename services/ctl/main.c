@@ -14,6 +14,7 @@ static const ctl_command_t ctl_commands[] = {
     {"events", "send credit events from JSON lines (events send FILE)", ctl_events},
     {"tail", "print a topic's records as JSON lines (tail TOPIC)", ctl_tail},
     {"token", "create, revoke and list the gateway's bearer tokens", ctl_token},
+    {"report", "the effects list of a period (report --from --to [--format json|csv])", ctl_report},
 };
 
 int ctl_fail(const char *fmt, ...)

@@ -1,0 +1,361 @@
+/*
+ * End-to-end scenario of jrp-ledger against the real local Kafka and Redis, with the real
+ * engine: a black listing gives actions to four departments; two execute, one rejects, one
+ * stays silent. The effects list (jrpctl report, JSON and CSV) shows exactly that, the silent
+ * department's action raises exactly one FEEDBACK_OVERDUE alert, a SANCTIONED decision that is
+ * never published raises DISCLOSURE_DUE and DISCLOSURE_BREACHED once each, a LICENSED one that
+ * its department confirms raises nothing, and a second ledger that re-reads every topic from
+ * the beginning changes nothing. Working days are compressed (ledger.workday_seconds) so that
+ * deadlines pass within the test.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "harness.h"
+#include "jrp/v1/feedback.pb-c.h"
+#include "kafka.h"
+#include "testenv.h"
+
+#define ENT1 "91350100M000100Y43"
+#define ENT2 "91512081MA62K0260E"
+#define ENTERPRISE JRP__V1__SUBJECT_TYPE__SUBJECT_TYPE_ENTERPRISE
+#define WORKDAY_S 8 /* one compressed working day */
+
+static const ProtobufCMessageDescriptor *action_desc = &jrp__v1__action__descriptor;
+static const ProtobufCMessageDescriptor *alert_desc = &jrp__v1__alert__descriptor;
+
+static void feedback(rd_kafka_t *rk, harness_t *h, const char *action_id, const char *dept,
+                     Jrp__V1__FeedbackStatus status, int64_t at)
+{
+    Jrp__V1__Feedback fb = JRP__V1__FEEDBACK__INIT;
+    fb.action_id = (char *)action_id;
+    fb.department = (char *)dept;
+    fb.status = status;
+    fb.note = "test";
+    fb.occurred_at_ms = at;
+    uint8_t buf[1024];
+    size_t len = jrp__v1__feedback__pack(&fb, buf);
+    char topic[256];
+    config_topic(h->cfg, "feedback", topic, sizeof(topic));
+    assert_int_equal(kafka_produce(rk, topic, RD_KAFKA_PARTITION_UA, action_id, strlen(action_id),
+                                   buf, len, kafka_headers("jrp.v1.Feedback", NULL), NULL),
+                     0);
+}
+
+/* The action ids of a department's topic (at least n), in order. */
+static void action_ids(harness_t *h, const char *dept, size_t n, char ids[][64])
+{
+    char suffix[128];
+    harness_records_t r;
+    snprintf(suffix, sizeof(suffix), "actions.%s", dept);
+    harness_read(h, suffix, action_desc, n, 1000, 30000, &r);
+    if (r.n != n)
+        fail_msg("%s: %zu actions, want %zu", suffix, r.n, n);
+    for (size_t i = 0; i < r.n; i++) {
+        const Jrp__V1__Action *a = r.values[i];
+        assert_int_equal(a->op, JRP__V1__ACTION_OP__ACTION_OP_APPLY);
+        assert_string_equal(a->memorandum_id, "overload-2017");
+        snprintf(ids[i], 64, "%s", a->action_id);
+    }
+    harness_records_free(&r, action_desc);
+}
+
+static pid_t ledger_start(harness_t *h, const char *log, const char *group, int *port)
+{
+    char opt[256];
+    snprintf(opt, sizeof(opt), "ledger.group=%s", group);
+    pid_t pid = harness_service_start(h, "jrp-ledger", log, "-o", opt, NULL);
+    *port = harness_log_port(h, log, 30000);
+    if (*port < 0)
+        fail_msg("jrp-ledger never bound its ops port (see %s)", log);
+    char body[256];
+    for (int i = 0; i < 300; i++) {
+        if (harness_http_get(*port, "/readyz", body, sizeof(body)) == 200)
+            return pid;
+        usleep(100000);
+    }
+    fail_msg("jrp-ledger not ready after 30 s: %s", body);
+    return pid;
+}
+
+/* Value of an unlabelled or labelled sample in the ledger's /metrics, or -1. */
+static double metric(int port, const char *series)
+{
+    static char body[65536];
+    if (harness_http_get(port, "/metrics", body, sizeof(body)) != 200)
+        return -1;
+    char want[256];
+    snprintf(want, sizeof(want), "\n%s ", series);
+    const char *p = strstr(body, want);
+    return p ? atof(p + strlen(want)) : -1;
+}
+
+static void wait_metric(int port, const char *series, double at_least, int timeout_ms)
+{
+    double v = -1;
+    for (int waited = 0; waited < timeout_ms; waited += 200) {
+        v = metric(port, series);
+        if (v >= at_least)
+            return;
+        usleep(200000);
+    }
+    fail_msg("%s = %g after %d ms, want at least %g", series, v, timeout_ms, at_least);
+}
+
+static char *report(harness_t *h, int64_t from, int64_t to, const char *format)
+{
+    static char out[65536];
+    int rc = harness_jrpctl(h, out, sizeof(out), "report --from %lld --to %lld --format %s",
+                            (long long)from, (long long)to, format);
+    if (rc)
+        fail_msg("jrpctl report: exit %d: %s", rc, out);
+    return out;
+}
+
+/* The effects row of a department as "applied/lifted/executed/rejected/pending/overdue". */
+static const char *row(json_t *rep, const char *dept)
+{
+    static char buf[128];
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(rep, "effects"), i, r)
+    {
+        if (strcmp(json_string_value(json_object_get(r, "department")), dept))
+            continue;
+        assert_string_equal(json_string_value(json_object_get(r, "memorandum_id")),
+                            "overload-2017");
+        snprintf(buf, sizeof(buf), "%lld/%lld/%lld/%lld/%lld/%lld",
+                 (long long)json_integer_value(json_object_get(r, "applied")),
+                 (long long)json_integer_value(json_object_get(r, "lifted")),
+                 (long long)json_integer_value(json_object_get(r, "executed")),
+                 (long long)json_integer_value(json_object_get(r, "rejected")),
+                 (long long)json_integer_value(json_object_get(r, "pending")),
+                 (long long)json_integer_value(json_object_get(r, "overdue")));
+        return buf;
+    }
+    return "none";
+}
+
+static json_t *report_json(harness_t *h, int64_t from, int64_t to)
+{
+    const char *text = report(h, from, to, "json");
+    json_error_t jerr;
+    json_t *rep = json_loads(text, 0, &jerr);
+    if (!rep)
+        fail_msg("report is not JSON (%s): %s", jerr.text, text);
+    return rep;
+}
+
+static const char *alert_kind(int k)
+{
+    switch (k) {
+    case JRP__V1__ALERT_KIND__ALERT_KIND_FEEDBACK_OVERDUE:
+        return "FEEDBACK_OVERDUE";
+    case JRP__V1__ALERT_KIND__ALERT_KIND_DISCLOSURE_DUE:
+        return "DISCLOSURE_DUE";
+    case JRP__V1__ALERT_KIND__ALERT_KIND_DISCLOSURE_BREACHED:
+        return "DISCLOSURE_BREACHED";
+    default:
+        return "OTHER";
+    }
+}
+
+/* The alerts topic as sorted "KIND department id" lines, after quiet_ms without news. */
+static void expect_alerts(harness_t *h, size_t min, int quiet_ms, const char *want)
+{
+    harness_records_t r;
+    harness_read(h, "alerts", alert_desc, min, quiet_ms, 40000, &r);
+    char lines[16][256];
+    size_t n = r.n < 16 ? r.n : 16;
+    for (size_t i = 0; i < n; i++) {
+        const Jrp__V1__Alert *a = r.values[i];
+        assert_non_null(strstr(r.header_dump[i], "jrp-schema=jrp.v1.Alert;"));
+        assert_string_equal(r.keys[i], a->kind == JRP__V1__ALERT_KIND__ALERT_KIND_FEEDBACK_OVERDUE
+                                           ? "enterprise:" ENT1
+                                           : "enterprise:" ENT2);
+        assert_true(a->deadline_ms > 0 && a->raised_at_ms >= a->deadline_ms - 1000 * WORKDAY_S);
+        snprintf(lines[i], sizeof(lines[i]), "%s %s %s", alert_kind(a->kind), a->department,
+                 a->kind == JRP__V1__ALERT_KIND__ALERT_KIND_FEEDBACK_OVERDUE ? a->action_id
+                                                                             : a->cause_event_id);
+    }
+    qsort(lines, n, sizeof(lines[0]), (int (*)(const void *, const void *))strcmp);
+    char got[4096] = "";
+    for (size_t i = 0; i < n; i++)
+        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", i ? "\n" : "", lines[i]);
+    if (r.n != n || strcmp(got, want))
+        fail_msg("alerts (%zu):\n%s\nwant:\n%s", r.n, got, want);
+    harness_records_free(&r, alert_desc);
+}
+
+static void test_effects_overdue_disclosure_and_replay(void **state)
+{
+    (void)state;
+    char extra[1024], group[128], group2[128];
+    snprintf(group, sizeof(group), "%s", testenv_unique("ledger-a"));
+    snprintf(group2, sizeof(group2), "%s", testenv_unique("ledger-b"));
+    const char *root = getenv("JRP_ROOT");
+    snprintf(extra, sizeof(extra),
+             "ledger.calendar = %s/deploy/calendar/cn-workdays.json\n"
+             "ledger.workday_seconds = %d\nledger.feedback_due_workdays = 1\n"
+             "ledger.scan_ms = 200\n",
+             root ? root : ".", WORKDAY_S);
+    harness_t *h = harness_create("ledger", extra);
+    harness_load_rules(h, NULL);
+    harness_engine_start(h);
+    char log[300];
+    snprintf(log, sizeof(log), "/tmp/jrp-harness-%s.ledger.log", h->name);
+    int port;
+    pid_t ledger = ledger_start(h, log, group, &port);
+
+    /* A black listing: overload-2017 gives transport two measures and finance, ndrc and market
+     * one each. */
+    int64_t t0 = harness_now_ms();
+    Jrp__V1__CreditEvent *ev = harness_event("ev-list-1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED,
+                                             ENTERPRISE, ENT1, "black.overload", t0);
+    /* Two decisions to disclose (双公示): one decided long enough ago that only a compressed
+     * half working day is left, one to be confirmed by its department. */
+    Jrp__V1__CreditEvent *sanc = harness_event(
+        "ev-sanc-1", JRP__V1__EVENT_KIND__EVENT_KIND_SANCTIONED, ENTERPRISE, ENT2, NULL, t0);
+    free(sanc->source_department);
+    sanc->source_department = strdup("transport");
+    sanc->decision_no = strdup("津交罚〔2026〕7号");
+    sanc->decision_date_ms = t0 - 1000LL * (7 * WORKDAY_S - WORKDAY_S / 2);
+    Jrp__V1__CreditEvent *lic = harness_event("ev-lic-1", JRP__V1__EVENT_KIND__EVENT_KIND_LICENSED,
+                                              ENTERPRISE, ENT2, NULL, t0);
+    free(lic->source_department);
+    lic->source_department = strdup("market");
+    lic->decision_date_ms = t0;
+    Jrp__V1__CreditEvent *evs[] = {ev, sanc, lic};
+    harness_send(h, evs, 3);
+    for (int i = 0; i < 3; i++)
+        jrp__v1__credit_event__free_unpacked(evs[i], NULL);
+
+    char transport[2][64], finance[1][64], ndrc[1][64], market[1][64];
+    action_ids(h, "transport", 2, transport);
+    action_ids(h, "finance", 1, finance);
+    action_ids(h, "ndrc", 1, ndrc);
+    action_ids(h, "market", 1, market);
+
+    char err[512];
+    rd_kafka_t *rk = kafka_producer_create(h->cfg, NULL, 0, err, sizeof(err));
+    assert_non_null(rk);
+    int64_t t = harness_now_ms();
+    const Jrp__V1__FeedbackStatus RECEIVED = JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_RECEIVED,
+                                  EXECUTED = JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_EXECUTED,
+                                  REJECTED = JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_REJECTED;
+    feedback(rk, h, transport[0], "transport", RECEIVED, t);
+    feedback(rk, h, transport[0], "transport", EXECUTED, t + 1);
+    feedback(rk, h, transport[1], "transport", EXECUTED, t);
+    feedback(rk, h, finance[0], "finance", EXECUTED, t + 5);
+    feedback(rk, h, finance[0], "finance", RECEIVED, t); /* older, arrives later: ignored */
+    feedback(rk, h, ndrc[0], "ndrc", REJECTED, t);
+    feedback(rk, h, market[0], "market", RECEIVED, t); /* received but never executed */
+    /* Disclosures: the licence is published by its department; the penalty only "confirmed" by
+     * a department that did not decide it, which does not count. */
+    feedback(rk, h, "disclosure:ev-lic-1", "market", EXECUTED, t);
+    feedback(rk, h, "disclosure:ev-sanc-1", "finance", EXECUTED, t);
+    assert_int_equal(rd_kafka_flush(rk, 30000), 0);
+    rd_kafka_destroy(rk);
+
+    /* One overdue alert (market), and the penalty's two disclosure alerts, each once. */
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "DISCLOSURE_BREACHED transport ev-sanc-1\nDISCLOSURE_DUE transport ev-sanc-1\n"
+             "FEEDBACK_OVERDUE market %s",
+             market[0]);
+    expect_alerts(h, 3, 3000, want);
+    wait_metric(port, "jrp_ledger_feedback_consumed_total", 9, 20000);
+    assert_int_equal((int)metric(port, "jrp_ledger_feedback_wrong_department_total"), 1);
+    assert_int_equal((int)metric(port, "jrp_ledger_alerts_raised_total{kind=\"feedback_overdue\"}"),
+                     1);
+    wait_metric(port, "jrp_ledger_actions{status=\"executed\"}", 3, 5000);
+    assert_int_equal((int)metric(port, "jrp_ledger_actions{status=\"rejected\"}"), 1);
+    assert_int_equal((int)metric(port, "jrp_ledger_actions{status=\"received\"}"), 1);
+
+    /* The effects list: exactly what the departments reported. */
+    int64_t from = t0 - 60000, to = harness_now_ms() + 60000;
+    json_t *rep = report_json(h, from, to);
+    assert_int_equal(json_array_size(json_object_get(rep, "effects")), 4);
+    assert_string_equal(row(rep, "transport"), "2/0/2/0/0/0");
+    assert_string_equal(row(rep, "finance"), "1/0/1/0/0/0");
+    assert_string_equal(row(rep, "ndrc"), "1/0/0/1/0/0");
+    assert_string_equal(row(rep, "market"), "1/0/0/0/0/1");
+    char *disc = json_dumps(json_object_get(rep, "disclosures"), JSON_COMPACT);
+    assert_string_equal(disc, "[{\"department\":\"market\",\"decisions\":1,\"confirmed\":1,"
+                              "\"pending\":0,\"breached\":0},{\"department\":\"transport\","
+                              "\"decisions\":1,\"confirmed\":0,\"pending\":0,\"breached\":1}]");
+    free(disc);
+    json_decref(rep);
+    assert_string_equal(report(h, from, to, "csv"),
+                        "memorandum_id,department,applied,lifted,executed,rejected,pending,"
+                        "overdue\r\n"
+                        "overload-2017,finance,1,0,1,0,0,0\r\n"
+                        "overload-2017,market,1,0,0,0,0,1\r\n"
+                        "overload-2017,ndrc,1,0,0,1,0,0\r\n"
+                        "overload-2017,transport,2,0,2,0,0,0\r\n");
+    /* A period before the listing is empty. */
+    rep = report_json(h, t0 - 120000, t0 - 60000);
+    assert_int_equal(json_array_size(json_object_get(rep, "effects")), 0);
+    json_decref(rep);
+
+    /* Replay: stop the ledger and run one in a new group, which reads every topic from the
+     * beginning. Nothing is counted twice and no alert is raised again. */
+    assert_int_equal(harness_service_stop(ledger, SIGTERM), 0);
+    snprintf(log, sizeof(log), "/tmp/jrp-harness-%s.ledger2.log", h->name);
+    ledger = ledger_start(h, log, group2, &port);
+    wait_metric(port, "jrp_ledger_actions_consumed_total", 5, 30000);
+    wait_metric(port, "jrp_ledger_feedback_consumed_total", 9, 30000);
+    wait_metric(port, "jrp_ledger_disclosures_consumed_total", 2, 30000);
+    usleep(1500000); /* several alert scans */
+    assert_int_equal((int)metric(port, "jrp_ledger_alerts_raised_total{kind=\"feedback_overdue\"}"),
+                     0);
+    assert_int_equal((int)metric(port, "jrp_ledger_actions{status=\"executed\"}"), 3);
+    assert_int_equal((int)metric(port, "jrp_ledger_actions{status=\"issued\"}"), 0);
+    rep = report_json(h, from, to);
+    assert_string_equal(row(rep, "transport"), "2/0/2/0/0/0");
+    assert_string_equal(row(rep, "finance"), "1/0/1/0/0/0");
+    assert_string_equal(row(rep, "ndrc"), "1/0/0/1/0/0");
+    assert_string_equal(row(rep, "market"), "1/0/0/0/0/1");
+    json_decref(rep);
+    expect_alerts(h, 3, 1500, want);
+    assert_int_equal(harness_service_stop(ledger, SIGTERM), 0);
+    harness_destroy(h);
+}
+
+static void test_report_arguments(void **state)
+{
+    (void)state;
+    harness_t *h = harness_create("ledger-args", NULL);
+    char out[2048];
+    assert_int_equal(harness_jrpctl(h, out, sizeof(out), "report --from 2026-13-01 --to 1"), 1);
+    assert_non_null(strstr(out, "--from \"2026-13-01\""));
+    assert_int_equal(
+        harness_jrpctl(h, out, sizeof(out), "report --from 2026-11-02 --to 2026-11-01"), 1);
+    assert_non_null(strstr(out, "--to must be after --from"));
+    assert_int_equal(harness_jrpctl(h, out, sizeof(out),
+                                    "report --from 2026-11-01T00:00:00+08:00 --to 2026-12-01 "
+                                    "--format csv"),
+                     0);
+    assert_string_equal(out, "memorandum_id,department,applied,lifted,executed,rejected,pending,"
+                             "overdue\r\n");
+    harness_destroy(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_effects_overdue_disclosure_and_replay),
+        cmocka_unit_test(test_report_arguments),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
