@@ -14,6 +14,9 @@ static const ctl_command_t ctl_commands[] = {
     {"events", "send credit events from JSON lines (events send FILE)", ctl_events},
     {"tail", "print a topic's records as JSON lines (tail TOPIC)", ctl_tail},
     {"token", "create, revoke and list the gateway's bearer tokens", ctl_token},
+    {"dlq", "list, show and redrive dead letters", ctl_dlq},
+    {"rebuild", "bring Redis back from Kafka (states, rules, tokens)", ctl_rebuild},
+    {"topics", "create every topic jrp uses (topics ensure)", ctl_topics},
     {"report", "the effects list of a period (report --from --to [--format json|csv])", ctl_report},
 };
 
