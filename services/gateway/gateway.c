@@ -27,6 +27,7 @@
 #include "log.h"
 #include "pbjson.h"
 #include "redis.h"
+#include "report.h"
 
 /* Deadlines are checked this often; the Kafka probe is scheduled from the same timer. */
 #define GW_CRON_MS 100
@@ -131,6 +132,11 @@ struct gw_ctx_s {
     char kafka_msg[256], redis_msg[256], rules_msg_r[256];
     uv_work_t work;
     rd_kafka_resp_err_t probe_err;
+
+    /* GET /v1/reports/effects: read in the thread pool (common/report). */
+    int64_t report_from, report_to, report_now;
+    int report_csv, report_status;
+    char report_err[320];
 };
 
 struct gateway_s {
@@ -1264,12 +1270,104 @@ static void gw_check(gw_ctx_t *ctx)
 /* ---- GET /v1/reports/effects ----------------------------------------------------------------
  */
 
+#define GW_REPORT_REDIS_TIMEOUT_MS 5000
+
+/* In the thread pool: a connection of its own, the synchronous read, the rendering. Only
+ * ctx's report fields and read-only gateway settings are touched here. */
+static void gw_report_work(uv_work_t *w)
+{
+    gw_ctx_t *ctx = w->data;
+    char err[256];
+    redisContext *c = redis_connect(config_get(ctx->gw->cfg, "redis.url"),
+                                    GW_REPORT_REDIS_TIMEOUT_MS, err, sizeof(err));
+    if (!c) {
+        ctx->report_status = 503;
+        snprintf(ctx->report_err, sizeof(ctx->report_err), "Redis unreachable: %s", err);
+        return;
+    }
+    report_t r;
+    int rc = report_load(c, ctx->gw->prefix, ctx->report_from, ctx->report_to, ctx->report_now, &r,
+                         err, sizeof(err));
+    redisFree(c);
+    if (rc) {
+        ctx->report_status = 503;
+        snprintf(ctx->report_err, sizeof(ctx->report_err), "cannot read the ledger: %s", err);
+        return;
+    }
+    ctx->answer = ctx->report_csv ? report_render_csv(&r) : report_render_json(&r);
+    report_free(&r);
+    if (!ctx->answer) {
+        ctx->report_status = 500;
+        snprintf(ctx->report_err, sizeof(ctx->report_err), "out of memory");
+        return;
+    }
+    ctx->answer_len = strlen(ctx->answer);
+    ctx->report_status = 200;
+}
+
+static void gw_report_done(uv_work_t *w, int status)
+{
+    gw_ctx_t *ctx = w->data;
+    ctx->waiting = GW_WAIT_NONE;
+    if (status != 0 || ctx->report_status != 200) {
+        if (status != 0 || ctx->report_status == 503)
+            ctx->gw->m.redis_errors++;
+        ctx_error(ctx, status ? 503 : ctx->report_status,
+                  ctx->report_status == 500 ? "no_memory" : "redis_unavailable",
+                  status ? uv_strerror(status) : ctx->report_err, NULL, NULL);
+    } else {
+        ctx_respond(ctx, 200, ctx->report_csv ? "text/csv; charset=utf-8" : gw_json, ctx->answer,
+                    ctx->answer_len, NULL);
+    }
+    ctx_unref(ctx);
+}
+
+/* from or to: epoch ms, YYYY-MM-DD (00:00 China Standard Time) or RFC 3339. 0, or answered
+ * 400 naming the field. */
+static int gw_report_bound(gw_ctx_t *ctx, const char *query, const char *name, int64_t *out)
+{
+    char val[80], msg[200];
+    int n = http_query_param(query, name, val, sizeof(val));
+    if (n == -1) {
+        snprintf(msg, sizeof(msg), "query parameter %s is required", name);
+        ctx_error(ctx, 400, "missing_field", msg, name, NULL);
+        return -1;
+    }
+    if (n < 0 || report_parse_time(val, out)) {
+        snprintf(msg, sizeof(msg),
+                 "%s must be epoch milliseconds, a date (YYYY-MM-DD, China Standard Time) or an "
+                 "RFC 3339 date-time",
+                 name);
+        ctx_error(ctx, 400, "bad_time", msg, name, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The effects list of [from, to) from the ledger's Redis data (common/report). The read is
+ * synchronous, so it runs in libuv's thread pool and the loop never waits for it. */
 static void gw_reports(gw_ctx_t *ctx)
 {
-    ctx_error(ctx, 501, "not_implemented",
-              "the effects list is not available yet: it comes with jrp-ledger (issue #5), which "
-              "collects the feedback it is made from",
-              NULL, NULL);
+    const char *query = http_request_query(ctx->req);
+    if (gw_report_bound(ctx, query, "from", &ctx->report_from) ||
+        gw_report_bound(ctx, query, "to", &ctx->report_to))
+        return;
+    if (ctx->report_to <= ctx->report_from) {
+        ctx_error(ctx, 400, "bad_range", "to must be after from", "to", NULL);
+        return;
+    }
+    const char *accept = http_request_header(ctx->req, "Accept");
+    ctx->report_csv = accept && strstr(accept, "text/csv") != NULL;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    ctx->report_now = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    ctx->waiting = GW_WAIT_PROBE;
+    ctx->work.data = ctx;
+    ctx_ref(ctx);
+    if (uv_queue_work(ctx->gw->loop, &ctx->work, gw_report_work, gw_report_done) != 0) {
+        ctx_error(ctx, 503, "unavailable", "cannot start the report", NULL, NULL);
+        ctx_unref(ctx);
+    }
 }
 
 static void gw_route_step(gw_ctx_t *ctx)

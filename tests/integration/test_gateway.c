@@ -665,10 +665,41 @@ static void test_endpoints_and_isolation(void **state)
     /* ... but not another department's. */
     expect(port, "POST", "/v1/feedback", market.token, fb, 403, "wrong_department");
 
-    /* GET /v1/reports/effects: admin only, and honest that it is not there yet. */
-    expect(port, "GET", "/v1/reports/effects?from=2026-01-01", admin.token, NULL, 501,
-           "not_implemented");
+    /* GET /v1/reports/effects: admin only; from and to required and checked, each error naming
+     * its field; JSON by default, CSV on Accept: text/csv. No ledger runs in this namespace, so
+     * the lists are empty (tests/integration/test_ledger.c checks their content). */
     expect(port, "GET", "/v1/reports/effects", transport.token, NULL, 403, "forbidden");
+    assert_int_equal(
+        call(port, "GET", "/v1/reports/effects?from=2026-01-01", admin.token, NULL, NULL, &r), 400);
+    assert_string_equal(err_code(&r), "missing_field");
+    assert_string_equal(err_field(&r), "to");
+    resp_free(&r);
+    assert_int_equal(call(port, "GET", "/v1/reports/effects?from=2026-02-30&to=2026-03-01",
+                          admin.token, NULL, NULL, &r),
+                     400);
+    assert_string_equal(err_code(&r), "bad_time");
+    assert_string_equal(err_field(&r), "from");
+    resp_free(&r);
+    assert_int_equal(call(port, "GET", "/v1/reports/effects?from=2026-03-01&to=1700000000000",
+                          admin.token, NULL, NULL, &r),
+                     400);
+    assert_string_equal(err_code(&r), "bad_range");
+    resp_free(&r);
+    assert_int_equal(call(port, "GET",
+                          "/v1/reports/effects?from=2026-01-01T00:00:00%2B08:00&to=1798732800000",
+                          admin.token, NULL, NULL, &r),
+                     200);
+    assert_non_null(strstr(r.hdrs, "content-type: application/json"));
+    assert_non_null(strstr(r.body, "\"from_ms\":1767196800000,\"to_ms\":1798732800000,"));
+    assert_non_null(strstr(r.body, "\"effects\":[],\"disclosures\":[]}"));
+    resp_free(&r);
+    assert_int_equal(call(port, "GET", "/v1/reports/effects?from=2026-01-01&to=2027-01-01",
+                          admin.token, NULL, "Accept: text/csv\r\n", &r),
+                     200);
+    assert_non_null(strstr(r.hdrs, "content-type: text/csv"));
+    assert_string_equal(r.body, "memorandum_id,department,applied,lifted,executed,rejected,"
+                                "pending,overdue\r\n");
+    resp_free(&r);
 
     /* GET /metrics: Prometheus text with what the issue asks for. */
     assert_int_equal(call(port, "GET", "/metrics", NULL, NULL, NULL, &r), 200);
@@ -778,7 +809,7 @@ static void test_token_matrix(void **state)
              "\"occurred_at_ms\":%lld}",
              (long long)harness_now_ms());
     expect(port, "POST", "/v1/feedback", admin.token, fb, 202, NULL);
-    expect(port, "GET", "/v1/reports/effects", admin.token, NULL, 501, "not_implemented");
+    expect(port, "GET", "/v1/reports/effects?from=0&to=1", admin.token, NULL, 200, NULL);
 
     /* Revoked: refused once the gateway's cache (300 ms here) has let go of it. */
     expect(port, "GET", check, doomed.token, NULL, 200, NULL);
