@@ -959,9 +959,10 @@ void ledger_write_metrics(const ledger_t *l, ops_text_t *t)
 {
     ops_counter(t, "jrp_ledger_feedback_consumed_total", "Feedback records consumed",
                 l->feedback_total);
-    ops_counter(t, "jrp_ledger_feedback_wrong_department_total",
-                "Disclosure feedback ignored: not from the publishing department",
-                l->feedback_wrong_dept);
+    ops_counter(
+        t, "jrp_ledger_feedback_wrong_department_total",
+        "Feedback ignored: not from the action's department (or the disclosure's publisher)",
+        l->feedback_wrong_dept);
     ops_counter(t, "jrp_ledger_actions_consumed_total", "Action records consumed",
                 l->actions_total);
     ops_counter(t, "jrp_ledger_events_consumed_total", "Credit events consumed", l->events_total);
