@@ -18,9 +18,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <uv.h>
 
+#include "gateway.h"
 #include "harness.h"
 #include "jrp/v1/feedback.pb-c.h"
 #include "kafka.h"
@@ -197,6 +204,94 @@ static void expect_alerts(harness_t *h, size_t min, int quiet_ms, const char *wa
     harness_records_free(&r, alert_desc);
 }
 
+/* ---- the gateway, in-process on its own loop and thread ------------------------------------- */
+
+typedef struct gwfx_s {
+    uv_loop_t loop;
+    uv_async_t wake;
+    gateway_t *gw;
+    pthread_t thread;
+    int port;
+} gwfx_t;
+
+static void gwfx_on_stopped(void *arg)
+{
+    gwfx_t *fx = arg;
+    uv_close((uv_handle_t *)&fx->wake, NULL);
+}
+
+static void gwfx_on_wake(uv_async_t *a)
+{
+    gwfx_t *fx = a->data;
+    gateway_stop(fx->gw, gwfx_on_stopped, fx);
+}
+
+static void *gwfx_run(void *arg)
+{
+    gwfx_t *fx = arg;
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static gwfx_t *gwfx_start(const config_t *cfg)
+{
+    char err[512];
+    gwfx_t *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    fx->gw = gateway_create(&fx->loop, cfg, err, sizeof(err));
+    if (!fx->gw)
+        fail_msg("gateway_create: %s", err);
+    assert_int_equal(uv_async_init(&fx->loop, &fx->wake, gwfx_on_wake), 0);
+    fx->wake.data = fx;
+    fx->port = gateway_port(fx->gw);
+    assert_true(fx->port > 0);
+    assert_int_equal(pthread_create(&fx->thread, NULL, gwfx_run, fx), 0);
+    return fx;
+}
+
+static void gwfx_stop(gwfx_t *fx)
+{
+    assert_int_equal(uv_async_send(&fx->wake), 0);
+    assert_int_equal(pthread_join(fx->thread, NULL), 0);
+    assert_false(gateway_failed(fx->gw));
+    gateway_destroy(fx->gw);
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    free(fx);
+}
+
+/* GET path with a bearer token and extra header lines; the status, the body into out. */
+static int http_get(int port, const char *path, const char *token, const char *extra, char *out,
+                    size_t out_size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char req[2048];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n%s"
+                     "Connection: close\r\n\r\n",
+                     path, token, extra ? extra : "");
+    static char buf[65536];
+    size_t len = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, req, (size_t)n) == n) {
+        ssize_t r;
+        while (len + 1 < sizeof(buf) && (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+            len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    int status = -1;
+    if (sscanf(buf, "HTTP/1.1 %d", &status) != 1)
+        status = -1;
+    const char *body = strstr(buf, "\r\n\r\n");
+    snprintf(out, out_size, "%s", body ? body + 4 : "");
+    return status;
+}
+
 static void test_effects_overdue_disclosure_and_replay(void **state)
 {
     (void)state;
@@ -207,7 +302,7 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     snprintf(extra, sizeof(extra),
              "ledger.calendar = %s/deploy/calendar/cn-workdays.json\n"
              "ledger.workday_seconds = %d\nledger.feedback_due_workdays = 1\n"
-             "ledger.scan_ms = 200\n",
+             "ledger.scan_ms = 200\ngateway.listen = 127.0.0.1:0\n",
              root ? root : ".", WORKDAY_S);
     harness_t *h = harness_create("ledger", extra);
     harness_load_rules(h, NULL);
@@ -303,6 +398,35 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
                         "overload-2017,market,1,0,0,0,0,1\r\n"
                         "overload-2017,ndrc,1,0,0,1,0,0\r\n"
                         "overload-2017,transport,2,0,2,0,0,0\r\n");
+    /* The same list from the gateway, as an admin: JSON, and CSV byte for byte. */
+    char out[4096], token[128] = "";
+    assert_int_equal(
+        harness_jrpctl(h, out, sizeof(out), "token create --department ndrc --scope admin"), 0);
+    const char *tk = strstr(out, "\ntoken:");
+    assert_non_null(tk);
+    assert_int_equal(sscanf(tk + 1, "token: %127s", token), 1);
+    gwfx_t *fx = gwfx_start(h->cfg);
+    char path[256], body[8192];
+    snprintf(path, sizeof(path), "/v1/reports/effects?from=%lld&to=%lld", (long long)from,
+             (long long)to);
+    int st = -1;
+    for (int i = 0; i < 100 && st != 200; i++) { /* until its Redis connection is up */
+        st = http_get(fx->port, path, token, "Accept: text/csv\r\n", body, sizeof(body));
+        if (st != 200)
+            usleep(100000);
+    }
+    if (st != 200)
+        fail_msg("GET %s: %d %s", path, st, body);
+    assert_string_equal(body, report(h, from, to, "csv"));
+    assert_int_equal(http_get(fx->port, path, token, NULL, body, sizeof(body)), 200);
+    json_error_t jerr;
+    rep = json_loads(body, 0, &jerr);
+    assert_non_null(rep);
+    assert_string_equal(row(rep, "transport"), "2/0/2/0/0/0");
+    assert_string_equal(row(rep, "market"), "1/0/0/0/0/1");
+    json_decref(rep);
+    gwfx_stop(fx);
+
     /* A period before the listing is empty. */
     rep = report_json(h, t0 - 120000, t0 - 60000);
     assert_int_equal(json_array_size(json_object_get(rep, "effects")), 0);
