@@ -78,7 +78,7 @@ int report_add_action(report_t *r, const report_action_t *a)
         row->executed++;
     else if (!strcmp(st, "rejected"))
         row->rejected++;
-    else if (!a->lifted && a->due_ms > 0 && a->due_ms <= r->now_ms)
+    else if ((!a->lifted || a->alerted) && a->due_ms > 0 && a->due_ms <= r->now_ms)
         row->overdue++;
     else
         row->pending++;
@@ -272,8 +272,8 @@ int report_load(redisContext *c, const char *prefix, int64_t from_ms, int64_t to
             for (size_t i = 0; i < ids->elements; i++) {
                 const char *id = ids->element[i]->str;
                 if (pass == 0)
-                    redisAppendCommand(c, "HMGET %s%s%s op memo dept status due lifted", prefix,
-                                       REPORT_KEY_ACTION, id);
+                    redisAppendCommand(c, "HMGET %s%s%s op memo dept status due lifted alerted",
+                                       prefix, REPORT_KEY_ACTION, id);
                 else
                     redisAppendCommand(c, "HMGET %s%s%s dept confirmed deadline", prefix,
                                        REPORT_KEY_DISCLOSURE, id);
@@ -293,13 +293,14 @@ int report_load(redisContext *c, const char *prefix, int64_t from_ms, int64_t to
                 }
                 int rc = 0;
                 if (!failed && pass == 0 && field(h, 0)) {
-                    const char *due = field(h, 4), *lifted = field(h, 5);
+                    const char *due = field(h, 4), *lifted = field(h, 5), *alerted = field(h, 6);
                     report_action_t a = {field(h, 0),
                                          field(h, 1),
                                          field(h, 2),
                                          field(h, 3),
                                          due ? strtoll(due, NULL, 10) : 0,
-                                         lifted && !strcmp(lifted, "1")};
+                                         lifted && !strcmp(lifted, "1"),
+                                         alerted && !strcmp(alerted, "1")};
                     rc = report_add_action(r, &a);
                 } else if (!failed && pass == 1 && field(h, 0)) {
                     const char *conf = field(h, 1), *dl = field(h, 2);

@@ -37,6 +37,7 @@ typedef struct report_action_s {
     const char *status; /* issued, received, executed, rejected, failed */
     int64_t due_ms;     /* feedback due (APPLY), 0 = none */
     int lifted;         /* a REVOKE lifted this APPLY */
+    int alerted;        /* its FEEDBACK_OVERDUE alert was raised */
 } report_action_t;
 
 /* One row of the effects list (成效清单): a memorandum x department over the period. */
@@ -65,7 +66,8 @@ void report_free(report_t *r); /* the arrays; r itself is the caller's */
 
 /*
  * Count one action issued in the period. APPLY: applied, and exactly one of executed,
- * rejected, overdue (no EXECUTED/REJECTED, not lifted, due passed) or pending. REVOKE: lifted.
+ * rejected, overdue (no EXECUTED/REJECTED, due passed, and not lifted before its overdue alert)
+ * or pending. REVOKE: lifted.
  * 0 or -1 (out of memory).
  */
 int report_add_action(report_t *r, const report_action_t *a);

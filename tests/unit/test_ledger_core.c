@@ -157,9 +157,10 @@ static void test_effects_aggregation_and_rendering(void **state)
     report_init(&r, 1000, 2000, 5000);
     const report_action_t acts[] = {
         {"apply", "overload-2017", "transport", "executed", 4000, 0},
-        {"apply", "overload-2017", "transport", "received", 4000, 0}, /* overdue */
-        {"apply", "overload-2017", "transport", "issued", 6000, 0},   /* pending */
-        {"apply", "overload-2017", "transport", "failed", 4000, 1},   /* lifted: pending */
+        {"apply", "overload-2017", "transport", "received", 4000, 0},  /* overdue */
+        {"apply", "overload-2017", "transport", "issued", 6000, 0},    /* pending */
+        {"apply", "overload-2017", "transport", "failed", 4000, 1},    /* lifted: pending */
+        {"apply", "overload-2017", "transport", "issued", 4000, 1, 1}, /* alerted, then lifted */
         {"revoke", "overload-2017", "transport", "issued", 0, 0},
         {"apply", "overload-2017", "market", "rejected", 4000, 0},
         {"apply", "construction-2018", "ndrc", "issued", 0, 0}, /* no deadline: pending */
@@ -176,7 +177,7 @@ static void test_effects_aggregation_and_rendering(void **state)
                              "\"a,\"\"b\"\"\",x,1,0,0,0,1,0\r\n"
                              "construction-2018,ndrc,1,0,0,0,1,0\r\n"
                              "overload-2017,market,1,0,0,1,0,0\r\n"
-                             "overload-2017,transport,4,1,1,0,2,1\r\n");
+                             "overload-2017,transport,5,1,1,0,2,2\r\n");
     free(csv);
     char *json = report_render_json(&r);
     assert_string_equal(
@@ -187,8 +188,8 @@ static void test_effects_aggregation_and_rendering(void **state)
               "\"lifted\":0,\"executed\":0,\"rejected\":0,\"pending\":1,\"overdue\":0},"
               "{\"memorandum_id\":\"overload-2017\",\"department\":\"market\",\"applied\":1,"
               "\"lifted\":0,\"executed\":0,\"rejected\":1,\"pending\":0,\"overdue\":0},"
-              "{\"memorandum_id\":\"overload-2017\",\"department\":\"transport\",\"applied\":4,"
-              "\"lifted\":1,\"executed\":1,\"rejected\":0,\"pending\":2,\"overdue\":1}],"
+              "{\"memorandum_id\":\"overload-2017\",\"department\":\"transport\",\"applied\":5,"
+              "\"lifted\":1,\"executed\":1,\"rejected\":0,\"pending\":2,\"overdue\":2}],"
               "\"disclosures\":["
               "{\"department\":\"market\",\"decisions\":1,\"confirmed\":0,\"pending\":1,"
               "\"breached\":0},"
