@@ -20,6 +20,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dispatch_core.h"
 #include "ids.h"
@@ -76,7 +77,7 @@ typedef struct item_s {
 struct dept_s {
     dispatch_t *d;
     char name[40];
-    const char *url, *secret;
+    const char *url, *secret, *ca_file;
     long timeout_ms;
     int concurrency;
     char topic[256];
@@ -499,6 +500,12 @@ static void dispatch__send(item_t *it)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, it);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, it->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, it);
+    if (dept->ca_file) {
+        /* The department's CAs only (not the system's as well); libcurl then caches the store
+         * in the multi handle instead of loading it for every connection. */
+        curl_easy_setopt(e, CURLOPT_CAINFO, dept->ca_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    }
     if (curl_multi_add_handle(d->multi, e) != CURLM_OK)
         goto err;
     it->sent_ms = uv_now(d->loop);
@@ -1044,6 +1051,12 @@ static int dispatch__dept_config(dispatch_t *d, dept_t *dp, char *errstr, size_t
     dp->secret = config_get(d->cfg, key);
     if (!dp->secret || !dp->secret[0]) {
         snprintf(errstr, errstr_size, "%s is missing: every webhook is signed", key);
+        return -1;
+    }
+    snprintf(key, sizeof(key), "dispatch.%s.ca_file", dp->name);
+    dp->ca_file = config_get(d->cfg, key);
+    if (dp->ca_file && access(dp->ca_file, R_OK)) {
+        snprintf(errstr, errstr_size, "%s: cannot read %s: %s", key, dp->ca_file, strerror(errno));
         return -1;
     }
     snprintf(key, sizeof(key), "dispatch.%s.timeout_ms", dp->name);

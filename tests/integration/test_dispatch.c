@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -47,7 +48,8 @@ typedef struct receiver_s {
     int lfd, port;
     pthread_t thread;
     volatile int stop;
-    int inject; /* inject failures */
+    int inject;   /* inject failures */
+    SSL_CTX *tls; /* HTTPS when set */
     pthread_mutex_t mu;
     pthread_t conns[8192];
     int n_conns;
@@ -64,24 +66,40 @@ typedef struct conn_s {
     int fd;
 } conn_t;
 
-static void send_all(int fd, const char *s)
+/* One connection's transport: plain or TLS. */
+typedef struct io_s {
+    int fd;
+    SSL *ssl;
+} io_t;
+
+static ssize_t io_recv(io_t *io, void *buf, size_t len)
+{
+    if (io->ssl) {
+        int n = SSL_read(io->ssl, buf, (int)len);
+        return n > 0 ? n : -1;
+    }
+    return recv(io->fd, buf, len, 0);
+}
+
+static void send_all(io_t *io, const char *s)
 {
     size_t len = strlen(s), off = 0;
     while (off < len) {
-        ssize_t n = send(fd, s + off, len - off, MSG_NOSIGNAL);
+        ssize_t n = io->ssl ? SSL_write(io->ssl, s + off, (int)(len - off))
+                            : send(io->fd, s + off, len - off, MSG_NOSIGNAL);
         if (n <= 0)
             return;
         off += (size_t)n;
     }
 }
 
-static void answer(int fd, int status, const char *extra, const char *body)
+static void answer(io_t *io, int status, const char *extra, const char *body)
 {
     char buf[1024];
     snprintf(buf, sizeof(buf),
              "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n%s", status,
              strlen(body), extra ? extra : "", body);
-    send_all(fd, buf);
+    send_all(io, buf);
 }
 
 /* The value of header name in the head (NUL-terminated), copied into out; 0 or -1. */
@@ -112,11 +130,17 @@ static void *conn_main(void *arg)
     receiver_t *r = c->r;
     int fd = c->fd;
     free(c);
+    io_t io = {fd, NULL};
+    if (r->tls) {
+        io.ssl = SSL_new(r->tls);
+        if (!io.ssl || SSL_set_fd(io.ssl, fd) != 1 || SSL_accept(io.ssl) != 1)
+            goto out;
+    }
     char buf[65536];
     size_t len = 0;
     char *end = NULL;
     while (!end && len < sizeof(buf) - 1) {
-        ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        ssize_t n = io_recv(&io, buf + len, sizeof(buf) - 1 - len);
         if (n <= 0)
             goto out;
         len += (size_t)n;
@@ -133,7 +157,7 @@ static void *conn_main(void *arg)
     char *body = end + 4;
     size_t have = len - (size_t)(body - buf);
     while (have < body_len && (size_t)(body - buf) + body_len < sizeof(buf)) {
-        ssize_t n = recv(fd, body + have, body_len - have, 0);
+        ssize_t n = io_recv(&io, body + have, body_len - have);
         if (n <= 0)
             goto out;
         have += (size_t)n;
@@ -154,7 +178,7 @@ static void *conn_main(void *arg)
         pthread_mutex_lock(&r->mu);
         r->bad_headers++;
         pthread_mutex_unlock(&r->mu);
-        answer(fd, 400, NULL, "missing headers");
+        answer(&io, 400, NULL, "missing headers");
         goto out;
     }
     size_t tl = strlen(ts);
@@ -178,13 +202,13 @@ static void *conn_main(void *arg)
         pthread_mutex_lock(&r->mu);
         r->bad_signature++;
         pthread_mutex_unlock(&r->mu);
-        answer(fd, 401, NULL, "bad signature");
+        answer(&io, 401, NULL, "bad signature");
         goto out;
     }
     int s = -1, q = -1;
     if (sscanf(key, "act-%d-%d", &s, &q) != 2 || s < 0 || s >= SUBJECTS || q < 0 ||
         q >= PER_SUBJECT) {
-        answer(fd, 422, NULL, "unknown key");
+        answer(&io, 422, NULL, "unknown key");
         goto out;
     }
     if (s == REJECT_S && q == REJECT_Q) {
@@ -193,7 +217,7 @@ static void *conn_main(void *arg)
         if (r->expected[s] == q)
             r->expected[s] = q + 1; /* dispatch moves on after dead-lettering it */
         pthread_mutex_unlock(&r->mu);
-        answer(fd, 400, NULL, "{\"error\":\"measure code XYZ unknown\nhere\"}");
+        answer(&io, 400, NULL, "{\"error\":\"measure code XYZ unknown\nhere\"}");
         goto out;
     }
     int inj = r->inject ? nreq % 20 : 0;
@@ -201,7 +225,7 @@ static void *conn_main(void *arg)
         pthread_mutex_lock(&r->mu);
         r->fail_500++;
         pthread_mutex_unlock(&r->mu);
-        answer(fd, 500, NULL, "oops");
+        answer(&io, 500, NULL, "oops");
         goto out;
     }
     if (inj == 3 || inj == 13) {
@@ -216,7 +240,7 @@ static void *conn_main(void *arg)
         pthread_mutex_lock(&r->mu);
         r->fail_429++;
         pthread_mutex_unlock(&r->mu);
-        answer(fd, 429, "Retry-After: 1\r\n", "slow down");
+        answer(&io, 429, "Retry-After: 1\r\n", "slow down");
         goto out;
     }
     /* Accept, as a department deduplicating by key does. */
@@ -242,8 +266,10 @@ static void *conn_main(void *arg)
         /* Processed, but the answer comes after dispatch gave up: it must re-send the same key. */
         usleep((TIMEOUT_MS + 400) * 1000);
     }
-    answer(fd, status, NULL, status == 200 ? "{\"ok\":true}" : "order");
+    answer(&io, status, NULL, status == 200 ? "{\"ok\":true}" : "order");
 out:
+    if (io.ssl)
+        SSL_free(io.ssl);
     close(fd);
     return NULL;
 }
@@ -272,10 +298,17 @@ static void *receiver_main(void *arg)
     return NULL;
 }
 
-static receiver_t *receiver_start(int inject)
+/* cert and key: PEM files for HTTPS, or NULL for plain HTTP. */
+static receiver_t *receiver_start_tls(int inject, const char *cert, const char *key)
 {
     receiver_t *r = calloc(1, sizeof(*r));
     assert_non_null(r);
+    if (cert) {
+        r->tls = SSL_CTX_new(TLS_server_method());
+        assert_non_null(r->tls);
+        assert_int_equal(SSL_CTX_use_certificate_file(r->tls, cert, SSL_FILETYPE_PEM), 1);
+        assert_int_equal(SSL_CTX_use_PrivateKey_file(r->tls, key, SSL_FILETYPE_PEM), 1);
+    }
     pthread_mutex_init(&r->mu, NULL);
     r->inject = inject;
     r->lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -293,6 +326,11 @@ static receiver_t *receiver_start(int inject)
     return r;
 }
 
+static receiver_t *receiver_start(int inject)
+{
+    return receiver_start_tls(inject, NULL, NULL);
+}
+
 static void receiver_stop(receiver_t *r)
 {
     r->stop = 1;
@@ -300,6 +338,8 @@ static void receiver_stop(receiver_t *r)
     for (int i = 0; i < r->n_conns; i++)
         pthread_join(r->conns[i], NULL);
     close(r->lfd);
+    if (r->tls)
+        SSL_CTX_free(r->tls);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -394,13 +434,18 @@ static int wait_distinct(receiver_t *r, int n, int timeout_ms)
     return receiver_distinct(r);
 }
 
-/* The value of a metric line "name{department=\"transport\"} v", or -1. */
-static double metric(const char *text, const char *name)
+/* The value of a metric line "name{department=\"<dept>\"} v", or -1. */
+static double metric_of(const char *text, const char *name, const char *dept)
 {
     char needle[160];
-    snprintf(needle, sizeof(needle), "%s{department=\"transport\"} ", name);
+    snprintf(needle, sizeof(needle), "%s{department=\"%s\"} ", name, dept);
     const char *p = strstr(text, needle);
     return p ? atof(p + strlen(needle)) : -1;
+}
+
+static double metric(const char *text, const char *name)
+{
+    return metric_of(text, name, "transport");
 }
 
 /* --- tests ------------------------------------------------------------------------------------ */
@@ -657,6 +702,99 @@ static void test_rebalance_between_two_instances(void **state)
     harness_destroy(h);
 }
 
+/* Three departments in one process: transport over plain HTTP, market over HTTPS verified with
+ * dispatch.market.ca_file, finance over HTTPS with a certificate it cannot verify (retried, never
+ * delivered, never dead-lettered). */
+static void test_departments_and_https(void **state)
+{
+    (void)state;
+    char dir[200], cert[256], key[256], cmd[2048];
+    snprintf(dir, sizeof(dir), "/tmp/jrp-dispatch-tls-%s", testenv_unique("t"));
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    snprintf(cmd, sizeof(cmd),
+             "mkdir -p %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout %s -out %s -days 2 -subj /CN=localhost "
+             "-addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1",
+             dir, key, cert);
+    assert_int_equal(system(cmd), 0);
+    receiver_t *rp = receiver_start(0), *rt = receiver_start_tls(0, cert, key),
+               *rf = receiver_start_tls(0, cert, key);
+    char extra[2048], grp[128];
+    snprintf(grp, sizeof(grp), "%s", testenv_unique("dispatch-group"));
+    snprintf(extra, sizeof(extra),
+             "dispatch.group = %s\ndispatch.retry_base_ms = 50\ndispatch.retry_cap_ms = 300\n"
+             "dispatch.transport.url = http://127.0.0.1:%d/hook\n"
+             "dispatch.transport.secret = %s\n"
+             "dispatch.market.url = https://127.0.0.1:%d/hook\n"
+             "dispatch.market.secret = %s\ndispatch.market.ca_file = %s\n"
+             "dispatch.market.concurrency = 3\n"
+             "dispatch.finance.url = https://127.0.0.1:%d/hook\n"
+             "dispatch.finance.secret = %s\ndispatch.finance.timeout_ms = 2000\n"
+             "dispatch.finance.concurrency = 1\n",
+             grp, rp->port, SECRET, rt->port, SECRET, cert, rf->port, SECRET);
+    harness_t *h = harness_create("dispatch-tls", extra);
+    const char *depts[] = {"transport", "market", "finance"};
+    char err[512];
+    assert_int_equal(rulesync_ensure_topics(h->cfg, depts, 3, NULL, err, sizeof(err)), 0);
+    for (int i = 0; i < 3; i++) {
+        char suffix[64], topic[256];
+        snprintf(suffix, sizeof(suffix), "actions.%s", depts[i]);
+        produce_actions(h, config_topic(h->cfg, suffix, topic, sizeof(topic)));
+    }
+    char log[300];
+    snprintf(log, sizeof(log), "/tmp/jrp-harness-%s.dispatch.log", h->name);
+    pid_t pid = harness_service_start(h, "jrp-dispatch", log, NULL);
+    int got_p = wait_distinct(rp, N_ACTIONS - 1, 60000);
+    int got_t = wait_distinct(rt, N_ACTIONS - 1, 60000);
+    if (got_p < N_ACTIONS - 1 || got_t < N_ACTIONS - 1)
+        show_log(log);
+    assert_int_equal(got_p, N_ACTIONS - 1);
+    assert_int_equal(got_t, N_ACTIONS - 1);
+
+    /* finance: every attempt fails certificate verification and is retried. */
+    int port = harness_log_port(h, log, 10000);
+    assert_true(port > 0);
+    char body[32768];
+    double retried = 0;
+    for (int i = 0; i < 100 && retried < 3; i++) {
+        assert_int_equal(harness_http_get(port, "/metrics", body, sizeof(body)), 200);
+        retried = metric_of(body, "jrp_dispatch_retried_total", "finance");
+        if (retried < 3)
+            usleep(100000);
+    }
+    assert_true(retried >= 3);
+    assert_true(metric_of(body, "jrp_dispatch_delivered_total", "finance") == 0);
+    assert_true(metric_of(body, "jrp_dispatch_delivered_total", "market") >= N_ACTIONS - 1);
+    assert_true(metric_of(body, "jrp_dispatch_delivered_total", "transport") >= N_ACTIONS - 1);
+    /* The department refusing one action each, and one undecodable record per topic. */
+    assert_true(metric_of(body, "jrp_dispatch_dead_lettered_total", "market") >= 2);
+    assert_true(metric_of(body, "jrp_dispatch_dead_lettered_total", "finance") == 1);
+    snprintf(cmd, sizeof(cmd), "grep -q 'SSL certificate problem' %s", log);
+    assert_int_equal(system(cmd), 0);
+
+    /* SIGTERM with finance's actions waiting in backoff: a clean exit all the same. */
+    int rc = harness_service_stop(pid, SIGTERM);
+    if (rc)
+        show_log(log);
+    assert_int_equal(rc, 0);
+    receiver_t *all[] = {rp, rt, rf};
+    for (int i = 0; i < 3; i++) {
+        pthread_mutex_lock(&all[i]->mu);
+        assert_int_equal(all[i]->bad_signature, 0);
+        assert_int_equal(all[i]->bad_headers, 0);
+        assert_int_equal(all[i]->violations, 0);
+        pthread_mutex_unlock(&all[i]->mu);
+    }
+    assert_int_equal(rf->requests, 0);
+    receiver_stop(rp);
+    receiver_stop(rt);
+    receiver_stop(rf);
+    harness_destroy(h);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_bad_configuration_fails_at_start(void **state)
 {
     (void)state;
@@ -695,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_bad_configuration_fails_at_start),
         cmocka_unit_test(test_delivery_with_faults_and_kill),
         cmocka_unit_test(test_rebalance_between_two_instances),
+        cmocka_unit_test(test_departments_and_https),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
