@@ -327,6 +327,140 @@ err:
     return -1;
 }
 
+/* --- the subjects list ------------------------------------------------------------------------ */
+
+const char *report_cst_time(int64_t ms, char *buf, size_t size)
+{
+    int64_t day = workdays_cst_day(ms);
+    int64_t in_day = (ms - workdays_cst_day_start_ms(day)) / 1000;
+    int y, m, d;
+    workdays_civil_from_days(day, &y, &m, &d);
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d+08:00", y, m, d, (int)(in_day / 3600),
+             (int)(in_day / 60 % 60), (int)(in_day % 60));
+    return buf;
+}
+
+static const char *const subject_types[] = {"unspecified", "enterprise", "person", "vehicle"};
+
+int report_subjects_load(redisContext *c, const char *prefix, json_t **out, char *errstr,
+                         size_t errstr_size)
+{
+    char key[512];
+    json_t *arr = json_array();
+    if (!arr) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    snprintf(key, sizeof(key), "%s%s", prefix, REPORT_KEY_LISTED);
+    for (long offset = 0;; offset += REPORT_BATCH) {
+        char off[32], cnt[32];
+        snprintf(off, sizeof(off), "%ld", offset);
+        snprintf(cnt, sizeof(cnt), "%d", REPORT_BATCH);
+        const char *argv[] = {"ZRANGEBYSCORE", key, "-inf", "+inf", "LIMIT", off, cnt};
+        redisReply *ids = redisCommandArgv(c, 7, argv, NULL);
+        if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+            report__err(errstr, errstr_size, c, ids, "ZRANGEBYSCORE");
+            freeReplyObject(ids);
+            goto err;
+        }
+        for (size_t i = 0; i < ids->elements; i++)
+            redisAppendCommand(c, "HMGET %s%s%s stype sid name listings", prefix,
+                               REPORT_KEY_SUBJECT, ids->element[i]->str);
+        int failed = 0;
+        for (size_t i = 0; i < ids->elements; i++) {
+            redisReply *h = NULL;
+            if (redisGetReply(c, (void **)&h) != REDIS_OK || !h) {
+                report__err(errstr, errstr_size, c, NULL, "HMGET");
+                failed = 1;
+                break;
+            }
+            const char *lst = h->type == REDIS_REPLY_ARRAY ? field(h, 3) : NULL;
+            json_t *lists = lst ? json_loads(lst, 0, NULL) : NULL;
+            if (!failed && json_is_array(lists) && json_array_size(lists)) {
+                long t = field(h, 0) ? strtol(field(h, 0), NULL, 10) : 0;
+                size_t j;
+                json_t *li;
+                json_array_foreach(lists, j, li)
+                {
+                    char when[40];
+                    report_cst_time(json_integer_value(json_object_get(li, "since_ms")), when,
+                                    sizeof(when));
+                    json_object_set_new(li, "since", json_string(when));
+                }
+                json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:O}", "subject_key", ids->element[i]->str,
+                                      "type", subject_types[t >= 0 && t <= 3 ? t : 0], "id",
+                                      field(h, 1) ? field(h, 1) : "", "name",
+                                      field(h, 2) ? field(h, 2) : "", "lists", lists);
+                if (!o || json_array_append_new(arr, o)) {
+                    snprintf(errstr, errstr_size, "out of memory");
+                    failed = 1;
+                }
+            }
+            json_decref(lists);
+            freeReplyObject(h);
+        }
+        size_t got = ids->elements;
+        freeReplyObject(ids);
+        if (failed)
+            goto err;
+        if (got < REPORT_BATCH)
+            break;
+    }
+    *out = arr;
+    return 0;
+err:
+    json_decref(arr);
+    return -1;
+}
+
+char *report_subjects_render(const json_t *subjects, int64_t now_ms, int csv)
+{
+    if (!csv) {
+        json_t *root = json_pack("{s:I,s:O}", "generated_at_ms", (json_int_t)now_ms, "subjects",
+                                 (json_t *)subjects);
+        char *out = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        json_decref(root);
+        return out;
+    }
+    size_t len = 0, cap = 256;
+    char *buf = malloc(cap);
+    if (!buf)
+        return NULL;
+    buf[0] = '\0';
+    static const char header[] = "subject_type,subject_id,subject_name,list_code,since,"
+                                 "valid_until_ms,source_department\r\n";
+    if (csv_raw(&buf, &len, &cap, header, strlen(header)))
+        goto err;
+    size_t i, j;
+    json_t *s, *li;
+    json_array_foreach(subjects, i, s)
+    {
+        json_array_foreach(json_object_get(s, "lists"), j, li)
+        {
+            char until[32];
+            snprintf(until, sizeof(until), "%lld",
+                     (long long)json_integer_value(json_object_get(li, "valid_until_ms")));
+            const char *cells[] = {json_string_value(json_object_get(s, "type")),
+                                   json_string_value(json_object_get(s, "id")),
+                                   json_string_value(json_object_get(s, "name")),
+                                   json_string_value(json_object_get(li, "list_code")),
+                                   json_string_value(json_object_get(li, "since")),
+                                   until,
+                                   json_string_value(json_object_get(li, "source_department"))};
+            for (size_t k = 0; k < sizeof(cells) / sizeof(cells[0]); k++)
+                if ((k && csv_raw(&buf, &len, &cap, ",", 1)) ||
+                    csv_field(&buf, &len, &cap, cells[k] ? cells[k] : ""))
+                    goto err;
+            if (csv_raw(&buf, &len, &cap, "\r\n", 2))
+                goto err;
+        }
+    }
+    return buf;
+err:
+    free(buf);
+    return NULL;
+}
+
 /* --- time bounds ------------------------------------------------------------------------------ */
 
 static int digits(const char *s, int n, int *out)

@@ -12,11 +12,15 @@
  *   Pledger:disclosures        zset  event_id -> decision_date_ms
  *   Pledger:due:disclosure     zset  event_id -> when its next disclosure alert is due
  *   Pledger:stats              hash  status -> number of actions in it (for /metrics)
+ *   Pledger:s:<subject key>    hash  a subject's active listings (from credit.state): off,
+ *                                    stype, sid, name, listings (JSON array)
+ *   Pledger:listed             zset  subject key -> since when it is listed (earliest listing)
  */
 #ifndef JRP_REPORT_H
 #define JRP_REPORT_H
 
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +32,8 @@
 #define REPORT_KEY_DISCLOSURES "ledger:disclosures"
 #define REPORT_KEY_DUE_DISCLOSURE "ledger:due:disclosure"
 #define REPORT_KEY_STATS "ledger:stats"
+#define REPORT_KEY_SUBJECT "ledger:s:"
+#define REPORT_KEY_LISTED "ledger:listed"
 
 /* One action as the report sees it (strings borrowed). */
 typedef struct report_action_s {
@@ -86,6 +92,23 @@ char *report_render_csv(const report_t *r);
  */
 int report_load(redisContext *c, const char *prefix, int64_t from_ms, int64_t to_ms, int64_t now_ms,
                 report_t *r, char *errstr, size_t errstr_size);
+
+/*
+ * The subjects list (对象清单): every subject listed now, from the ledger's copy of credit.state,
+ * earliest listing first. *out receives a new JSON array (json_decref) of
+ * {"subject_key", "type", "id", "name", "lists": [{"list_code", "since_ms", "since",
+ * "valid_until_ms", "source_department", "cause_event_id"}]} ("since": RFC 3339 in China Standard
+ * Time). 0, or -1 with the reason in errstr.
+ */
+int report_subjects_load(redisContext *c, const char *prefix, json_t **out, char *errstr,
+                         size_t errstr_size);
+/* Render a subjects list: {"generated_at_ms": now, "subjects": [...]}, or CSV with one row per
+ * listing: subject_type,subject_id,subject_name,list_code,since,valid_until_ms,source_department.
+ * A new buffer (free()) or NULL. */
+char *report_subjects_render(const json_t *subjects, int64_t now_ms, int csv);
+
+/* ms as RFC 3339 in China Standard Time ("2026-03-06T15:00:00+08:00") into buf. */
+const char *report_cst_time(int64_t ms, char *buf, size_t size);
 
 /*
  * Parse a report bound: epoch milliseconds (digits), a date "YYYY-MM-DD" (00:00 China Standard

@@ -14,11 +14,43 @@
 
 static const char ctl_report_usage[] =
     "usage: jrpctl report --from TIME --to TIME [--format json|csv]\n"
+    "       jrpctl report --list subjects [--format json|csv]\n"
     "The effects list (成效清单) of actions issued in [from, to): per memorandum and department,\n"
     "applied, lifted, executed, rejected, pending and overdue, with the 双公示 disclosures "
     "decided\n"
     "in the period (JSON only). TIME: epoch milliseconds, YYYY-MM-DD (00:00 China Standard Time)\n"
-    "or an RFC 3339 date-time (2026-11-27T08:00:00+08:00).\n";
+    "or an RFC 3339 date-time (2026-11-27T08:00:00+08:00).\n"
+    "--list subjects: the subjects list (对象清单), every subject listed now, on which lists,\n"
+    "since when.\n";
+
+static int64_t ctl_report_now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static int ctl_report_subjects(config_t *cfg, int csv)
+{
+    char err[512];
+    redisContext *c = redis_connect(config_get(cfg, "redis.url"), 10000, err, sizeof(err));
+    if (!c)
+        return ctl_fail("report: %s", err);
+    json_t *subjects = NULL;
+    int rc = report_subjects_load(c, config_get(cfg, "redis.prefix"), &subjects, err, sizeof(err));
+    redisFree(c);
+    if (rc)
+        return ctl_fail("report: %s", err);
+    char *out = report_subjects_render(subjects, ctl_report_now_ms(), csv);
+    json_decref(subjects);
+    if (!out)
+        return ctl_fail("report: out of memory");
+    fputs(out, stdout);
+    if (!csv)
+        fputc('\n', stdout);
+    free(out);
+    return fflush(stdout) ? ctl_fail("report: cannot write the output") : 0;
+}
 
 int ctl_report(config_t *cfg, int argc, char **argv)
 {
@@ -26,7 +58,7 @@ int ctl_report(config_t *cfg, int argc, char **argv)
         fputs(ctl_report_usage, stdout);
         return 0;
     }
-    const char *from = NULL, *to = NULL, *format = "json";
+    const char *from = NULL, *to = NULL, *format = "json", *list = "effects";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--from") && i + 1 < argc)
             from = argv[++i];
@@ -34,9 +66,18 @@ int ctl_report(config_t *cfg, int argc, char **argv)
             to = argv[++i];
         else if (!strcmp(argv[i], "--format") && i + 1 < argc)
             format = argv[++i];
+        else if (!strcmp(argv[i], "--list") && i + 1 < argc)
+            list = argv[++i];
         else
             return ctl_fail("report: unexpected argument \"%s\" (jrpctl report --help)", argv[i]);
     }
+    int csv = !strcmp(format, "csv");
+    if (!csv && strcmp(format, "json"))
+        return ctl_fail("report: --format must be json or csv");
+    if (!strcmp(list, "subjects"))
+        return ctl_report_subjects(cfg, csv);
+    if (strcmp(list, "effects"))
+        return ctl_fail("report: --list must be effects or subjects");
     int64_t from_ms, to_ms;
     if (!from || !to)
         return ctl_fail("report: --from and --to are required (jrpctl report --help)");
@@ -46,16 +87,11 @@ int ctl_report(config_t *cfg, int argc, char **argv)
         return ctl_fail("report: --to \"%s\" is not epoch ms, YYYY-MM-DD or RFC 3339", to);
     if (to_ms <= from_ms)
         return ctl_fail("report: --to must be after --from");
-    int csv = !strcmp(format, "csv");
-    if (!csv && strcmp(format, "json"))
-        return ctl_fail("report: --format must be json or csv");
     char err[512];
     redisContext *c = redis_connect(config_get(cfg, "redis.url"), 10000, err, sizeof(err));
     if (!c)
         return ctl_fail("report: %s", err);
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    int64_t now = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    int64_t now = ctl_report_now_ms();
     report_t r;
     int rc =
         report_load(c, config_get(cfg, "redis.prefix"), from_ms, to_ms, now, &r, err, sizeof(err));

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "jrp/v1/alert.pb-c.h"
 #include "jrp/v1/event.pb-c.h"
 #include "jrp/v1/feedback.pb-c.h"
+#include "jrp/v1/state.pb-c.h"
 #include "kafka.h"
 #include "ledger_core.h"
 #include "log.h"
@@ -97,6 +99,23 @@ static const char lua_disclosure[] =
     "end\n"
     "return 1\n";
 
+/* KEYS: subject record, listed index. ARGV: subject key, offset, stype, sid, name, listings
+ * (JSON), count, since. A record older than the one stored changes nothing, so re-reading the
+ * changelog from any point ends with the newest state. */
+static const char lua_subject[] =
+    "local old = tonumber(redis.call('HGET', KEYS[1], 'off') or '-1')\n"
+    "if tonumber(ARGV[2]) <= old then return 0 end\n"
+    "if ARGV[7] == '0' then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  redis.call('HSET', KEYS[1], 'off', ARGV[2])\n"
+    "  redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "else\n"
+    "  redis.call('HMSET', KEYS[1], 'off', ARGV[2], 'stype', ARGV[3], 'sid', ARGV[4], 'name',\n"
+    "    ARGV[5], 'listings', ARGV[6])\n"
+    "  redis.call('ZADD', KEYS[2], ARGV[8], ARGV[1])\n"
+    "end\n"
+    "return 1\n";
+
 /* KEYS: due index. ARGV: now, lease until, max. The due entries, each leased (moved to the
  * lease's end) so that another ledger process does not raise the same alert meanwhile. */
 static const char lua_claim[] =
@@ -104,7 +123,14 @@ static const char lua_claim[] =
     "for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end\n"
     "return ids\n";
 
-enum { SCRIPT_ACTION = 0, SCRIPT_FEEDBACK, SCRIPT_DISCLOSURE, SCRIPT_CLAIM, SCRIPT_COUNT };
+enum {
+    SCRIPT_ACTION = 0,
+    SCRIPT_FEEDBACK,
+    SCRIPT_DISCLOSURE,
+    SCRIPT_CLAIM,
+    SCRIPT_SUBJECT,
+    SCRIPT_COUNT
+};
 
 enum { ALERT_OVERDUE = 0, ALERT_DUE, ALERT_BREACHED, ALERT_KINDS };
 static const char *const alert_names[ALERT_KINDS] = {"feedback_overdue", "disclosure_due",
@@ -114,7 +140,8 @@ struct ledger_s {
     uv_loop_t *loop;
     const config_t *cfg;
     char prefix[128];
-    char topic_feedback[256], topic_events[256], topic_alerts[256], topic_dlq[256];
+    char topic_feedback[256], topic_events[256], topic_alerts[256], topic_dlq[256],
+        topic_state[256];
     char pattern[600];
     workdays_t *cal;
     ledger_clock_t clock;
@@ -135,7 +162,7 @@ struct ledger_s {
     void *on_stopped_arg;
     /* metrics */
     uint64_t feedback_total, feedback_stale, feedback_wrong_dept, actions_total, events_total,
-        disclosures_total, bad_records, redis_errors, calendar_errors, batches;
+        disclosures_total, states_total, bad_records, redis_errors, calendar_errors, batches;
     uint64_t alerts[ALERT_KINDS];
     int64_t stats[5]; /* issued, received, executed, rejected, failed (cached from Redis) */
 };
@@ -188,7 +215,7 @@ static redisContext *ledger__redis(ledger_t *l)
     }
     /* Load each script (EVALSHA then works on this server). */
     static const char *const texts[SCRIPT_COUNT] = {lua_action, lua_feedback, lua_disclosure,
-                                                    lua_claim};
+                                                    lua_claim, lua_subject};
     for (int i = 0; i < SCRIPT_COUNT; i++) {
         redisReply *r = redisCommand(l->rc, "SCRIPT LOAD %s", texts[i]);
         int ok =
@@ -255,6 +282,57 @@ static void subject_key(const Jrp__V1__Subject *s, char *buf, size_t size)
     snprintf(buf, size, "%s:%s", types[t], s && s->id ? s->id : "");
 }
 
+/* A credit.state record: the subject's active listings, for the subjects list (对象清单). */
+static int ledger__queue_state(ledger_t *l, const rd_kafka_message_t *m)
+{
+    char skey[300], k1[600], k2[300], off[32], stype[8], count[16], since[32];
+    if (!m->key || m->key_len == 0 || m->key_len >= 256)
+        return 1;
+    snprintf(skey, sizeof(skey), "%.*s", (int)m->key_len, (const char *)m->key);
+    Jrp__V1__SubjectState *st =
+        m->payload ? jrp__v1__subject_state__unpack(NULL, m->len, m->payload) : NULL;
+    if (m->payload && !st)
+        return 1; /* the engine's own record: not ours to dead-letter */
+    l->states_total++;
+    json_t *arr = json_array();
+    int64_t first = 0;
+    size_t n = st ? st->n_listings : 0;
+    for (size_t i = 0; i < n && arr; i++) {
+        const Jrp__V1__Listing *li = st->listings[i];
+        int64_t from = li->valid_from_ms ? li->valid_from_ms : li->listed_at_ms;
+        if (!first || from < first)
+            first = from;
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:s,s:s}", "list_code", li->list_code,
+                                             "since_ms", (json_int_t)from, "valid_until_ms",
+                                             (json_int_t)li->valid_until_ms, "source_department",
+                                             li->source_department, "cause_event_id",
+                                             li->cause_event_id));
+    }
+    char *listings = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    snprintf(k1, sizeof(k1), "%s%s%s", l->prefix, REPORT_KEY_SUBJECT, skey);
+    snprintf(k2, sizeof(k2), "%s%s", l->prefix, REPORT_KEY_LISTED);
+    snprintf(off, sizeof(off), "%" PRId64, m->offset);
+    snprintf(stype, sizeof(stype), "%d", st && st->subject ? (int)st->subject->type : 0);
+    snprintf(count, sizeof(count), "%zu", listings ? n : 0);
+    snprintf(since, sizeof(since), "%" PRId64, first);
+    const char *argv[] = {k1,
+                          k2,
+                          skey,
+                          off,
+                          stype,
+                          st && st->subject && st->subject->id ? st->subject->id : "",
+                          st && st->subject && st->subject->name ? st->subject->name : "",
+                          listings ? listings : "[]",
+                          count,
+                          since};
+    ledger__evalsha(l, SCRIPT_SUBJECT, 2, 10, argv);
+    free(listings);
+    if (st)
+        jrp__v1__subject_state__free_unpacked(st, NULL);
+    return 0;
+}
+
 /* Queue the script call for one record; 0 queued, 1 nothing to do, -1 dead-lettered. */
 static int ledger__queue(ledger_t *l, const rd_kafka_message_t *m)
 {
@@ -298,6 +376,8 @@ static int ledger__queue(ledger_t *l, const rd_kafka_message_t *m)
         jrp__v1__feedback__free_unpacked(fb, NULL);
         return 0;
     }
+    if (!strcmp(topic, l->topic_state))
+        return ledger__queue_state(l, m);
     if (!strcmp(topic, l->topic_events)) {
         Jrp__V1__CreditEvent *e = jrp__v1__credit_event__unpack(NULL, m->len, m->payload);
         if (!e)
@@ -828,6 +908,7 @@ ledger_t *ledger_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
     config_topic(cfg, "events", l->topic_events, sizeof(l->topic_events));
     config_topic(cfg, "alerts", l->topic_alerts, sizeof(l->topic_alerts));
     config_topic(cfg, "dlq", l->topic_dlq, sizeof(l->topic_dlq));
+    config_topic(cfg, "state", l->topic_state, sizeof(l->topic_state));
     if (ledger_actions_pattern(config_get(cfg, "topic.prefix"), l->pattern, sizeof(l->pattern))) {
         snprintf(errstr, errstr_size, "topic.prefix is too long");
         goto err;
@@ -848,7 +929,7 @@ ledger_t *ledger_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
         "working-day calendar %s covers %d..%d%s", config_get(cfg, "ledger.calendar"), first, last,
         l->clock.workday_ms ? " (ledger.workday_seconds set: compressed test time instead)" : "");
     static const char *const texts[SCRIPT_COUNT] = {lua_action, lua_feedback, lua_disclosure,
-                                                    lua_claim};
+                                                    lua_claim, lua_subject};
     for (int i = 0; i < SCRIPT_COUNT; i++)
         if (!(l->scripts[i] = redis_script_create(texts[i]))) {
             snprintf(errstr, errstr_size, "out of memory");
@@ -890,9 +971,10 @@ int ledger_start(ledger_t *l)
     l->consumer_bridge = kafka_uv_create(l->loop, l->consumer_queue, ledger__on_consumer_ready, l);
     if (!l->consumer_bridge)
         return -1;
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(3);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(4);
     rd_kafka_topic_partition_list_add(topics, l->topic_feedback, RD_KAFKA_PARTITION_UA);
     rd_kafka_topic_partition_list_add(topics, l->topic_events, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, l->topic_state, RD_KAFKA_PARTITION_UA);
     rd_kafka_topic_partition_list_add(topics, l->pattern, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(l->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
@@ -900,8 +982,8 @@ int ledger_start(ledger_t *l)
         log_error("subscribe: %s", rd_kafka_err2str(err));
         return -1;
     }
-    log_info("consuming %s, %s and /%s/ in group %s", l->topic_feedback, l->topic_events,
-             l->pattern, config_get(l->cfg, "ledger.group"));
+    log_info("consuming %s, %s, %s and /%s/ in group %s", l->topic_feedback, l->topic_events,
+             l->topic_state, l->pattern, config_get(l->cfg, "ledger.group"));
     return uv_timer_start(&l->cron, ledger__on_cron, (uint64_t)l->scan_ms, (uint64_t)l->scan_ms);
 }
 
@@ -966,6 +1048,8 @@ void ledger_write_metrics(const ledger_t *l, ops_text_t *t)
     ops_counter(t, "jrp_ledger_actions_consumed_total", "Action records consumed",
                 l->actions_total);
     ops_counter(t, "jrp_ledger_events_consumed_total", "Credit events consumed", l->events_total);
+    ops_counter(t, "jrp_ledger_states_consumed_total",
+                "Subject states consumed (credit.state, for the subjects list)", l->states_total);
     ops_counter(t, "jrp_ledger_disclosures_consumed_total",
                 "LICENSED and SANCTIONED events consumed (双公示)", l->disclosures_total);
     ops_counter(t, "jrp_ledger_dead_letters_total", "Records sent to the dead-letter topic",

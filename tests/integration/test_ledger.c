@@ -153,6 +153,46 @@ static const char *row(json_t *rep, const char *dept)
     return "none";
 }
 
+static const char *report_subjects(harness_t *h, const char *format)
+{
+    static char out[65536];
+    int rc = harness_jrpctl(h, out, sizeof(out), "report --list subjects --format %s", format);
+    if (rc)
+        fail_msg("jrpctl report --list subjects: exit %d: %s", rc, out);
+    return out;
+}
+
+/* Wait until the subjects list holds n subjects; with n = 1, check it is ENT1 on the black list. */
+static void expect_subjects(harness_t *h, size_t n)
+{
+    json_t *rep = NULL, *subjects = NULL;
+    for (int i = 0; i < 100; i++) {
+        json_decref(rep);
+        rep = json_loads(report_subjects(h, "json"), 0, NULL);
+        assert_non_null(rep);
+        subjects = json_object_get(rep, "subjects");
+        if (json_array_size(subjects) == n)
+            break;
+        usleep(200000);
+    }
+    if (json_array_size(subjects) != n)
+        fail_msg("subjects list has %zu subjects, want %zu", json_array_size(subjects), n);
+    if (n == 1) {
+        json_t *s = json_array_get(subjects, 0),
+               *li = json_array_get(json_object_get(s, "lists"), 0);
+        assert_string_equal(json_string_value(json_object_get(s, "subject_key")),
+                            "enterprise:" ENT1);
+        assert_string_equal(json_string_value(json_object_get(s, "type")), "enterprise");
+        assert_int_equal(json_array_size(json_object_get(s, "lists")), 1);
+        assert_string_equal(json_string_value(json_object_get(li, "list_code")), "black.overload");
+        assert_string_equal(json_string_value(json_object_get(li, "source_department")),
+                            "transport");
+        assert_string_equal(json_string_value(json_object_get(li, "cause_event_id")), "ev-list-1");
+        assert_true(json_integer_value(json_object_get(li, "since_ms")) > 0);
+    }
+    json_decref(rep);
+}
+
 static json_t *report_json(harness_t *h, int64_t from, int64_t to)
 {
     const char *text = report(h, from, to, "json");
@@ -398,6 +438,17 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
                         "overload-2017,market,1,0,0,0,0,1\r\n"
                         "overload-2017,ndrc,1,0,0,1,0,0\r\n"
                         "overload-2017,transport,2,0,2,0,0,0\r\n");
+    /* The subjects list (对象清单): the listed enterprise, on which list, since when. */
+    expect_subjects(h, 1);
+    const char *csv = report_subjects(h, "csv");
+    if (strncmp(csv,
+                "subject_type,subject_id,subject_name,list_code,since,valid_until_ms,"
+                "source_department\r\nenterprise," ENT1 ",,black.overload,",
+                strlen("subject_type,subject_id,subject_name,list_code,since,valid_until_ms,"
+                       "source_department\r\nenterprise," ENT1 ",,black.overload,")))
+        fail_msg("subjects CSV: %s", csv);
+    assert_non_null(strstr(csv, "+08:00,0,transport\r\n"));
+
     /* The same list from the gateway, as an admin: JSON, and CSV byte for byte. */
     char out[4096], token[128] = "";
     assert_int_equal(
@@ -454,6 +505,7 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     if (!lifted)
         fail_msg("REVOKEs not counted after 30 s: %s", report(h, from, to, "csv"));
     wait_metric(port, "jrp_ledger_actions{status=\"issued\"}", 5, 5000); /* the REVOKEs */
+    expect_subjects(h, 0); /* nobody is listed any more */
 
     /* Replay: stop the ledger and run one in a new group, which reads every topic from the
      * beginning. Nothing is counted twice and no alert is raised again. */

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <jansson.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +207,34 @@ static void test_effects_aggregation_and_rendering(void **state)
     report_free(&r);
 }
 
+static void test_subjects_rendering(void **state)
+{
+    (void)state;
+    char buf[40];
+    assert_string_equal(report_cst_time(cst(2026, 3, 6, 15, 4), buf, sizeof(buf)),
+                        "2026-03-06T15:04:00+08:00");
+    assert_string_equal(report_cst_time(0, buf, sizeof(buf)), "1970-01-01T08:00:00+08:00");
+    json_t *subjects = json_loads(
+        "[{\"subject_key\":\"vehicle:津A12345\",\"type\":\"vehicle\",\"id\":\"津A12345\","
+        "\"name\":\"a, \\\"b\\\"\",\"lists\":[{\"list_code\":\"black.overload\",\"since_ms\":1,"
+        "\"since\":\"x\",\"valid_until_ms\":7,\"source_department\":\"transport\"},"
+        "{\"list_code\":\"focus.taxi\",\"since_ms\":2,\"since\":\"y\",\"valid_until_ms\":0,"
+        "\"source_department\":\"market\"}]}]",
+        0, NULL);
+    assert_non_null(subjects);
+    char *csv = report_subjects_render(subjects, 5, 1);
+    assert_string_equal(csv, "subject_type,subject_id,subject_name,list_code,since,valid_until_ms,"
+                             "source_department\r\n"
+                             "vehicle,津A12345,\"a, \"\"b\"\"\",black.overload,x,7,transport\r\n"
+                             "vehicle,津A12345,\"a, \"\"b\"\"\",focus.taxi,y,0,market\r\n");
+    free(csv);
+    char *json = report_subjects_render(subjects, 5, 0);
+    const char *want = "{\"generated_at_ms\":5,\"subjects\":[{\"subject_key\":\"vehicle:";
+    assert_int_equal(strncmp(json, want, strlen(want)), 0);
+    free(json);
+    json_decref(subjects);
+}
+
 static void test_report_time_bounds(void **state)
 {
     (void)state;
@@ -247,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_deadlines),
         cmocka_unit_test(test_actions_pattern),
         cmocka_unit_test(test_effects_aggregation_and_rendering),
+        cmocka_unit_test(test_subjects_rendering),
         cmocka_unit_test(test_report_time_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
