@@ -134,7 +134,7 @@ static void dispatch__fatal(dispatch_t *d, const char *what, const char *reason)
 {
     if (d->failed)
         return;
-    log_error("fatal Kafka error (%s): %s", what, reason);
+    log_error("fatal error (%s): %s; exiting", what, reason);
     d->failed = 1;
     uv_stop(d->loop);
 }
@@ -290,6 +290,15 @@ static const char *dispatch__header(rd_kafka_headers_t *hdrs, const char *name, 
     memcpy(buf, val, len);
     buf[len] = '\0';
     return buf;
+}
+
+/* Only visible ASCII (a value that can go into an HTTP header as it is)? */
+static int dispatch__visible(const char *s)
+{
+    for (; *s; s++)
+        if (*s <= 0x20 || *s >= 0x7f)
+            return 0;
+    return 1;
 }
 
 static rd_kafka_resp_err_t dispatch__produce_feedback(item_t *it)
@@ -482,6 +491,12 @@ static void dispatch__send(item_t *it)
     DISPATCH_ADD(hdr);
     snprintf(hdr, sizeof(hdr), "X-Jrp-Signature: sha256=%s", sig);
     DISPATCH_ADD(hdr);
+    /* W3C trace context travels on to the department when the action carries one. */
+    char tp[128];
+    if (dispatch__header(it->hdrs, "traceparent", tp, sizeof(tp)) && dispatch__visible(tp)) {
+        snprintf(hdr, sizeof(hdr), "traceparent: %s", tp);
+        DISPATCH_ADD(hdr);
+    }
 #undef DISPATCH_ADD
     it->req_hdrs = h;
     CURL *e = it->easy;
@@ -780,11 +795,7 @@ static void dispatch__accept(dispatch_t *d, rd_kafka_message_t *m)
         return;
     }
     /* The id becomes a header value: visible ASCII only, bounded. */
-    size_t idlen = strlen(a->action_id);
-    int id_ok = idlen <= DISPATCH_ID_MAX;
-    for (size_t i = 0; id_ok && i < idlen; i++)
-        id_ok = a->action_id[i] > 0x20 && a->action_id[i] < 0x7f;
-    if (!id_ok) {
+    if (strlen(a->action_id) > DISPATCH_ID_MAX || !dispatch__visible(a->action_id)) {
         jrp__v1__action__free_unpacked(a, NULL);
         dispatch__dead_letter(it, "decode_failed",
                               "action_id is not usable as an Idempotency-Key (visible ASCII, at "
@@ -918,7 +929,7 @@ static void dispatch__on_consumer_ready(void *arg)
             if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
                 char reason[512];
                 rd_kafka_fatal_error(d->consumer, reason, sizeof(reason));
-                dispatch__fatal(d, "consumer", reason);
+                dispatch__fatal(d, "Kafka consumer", reason);
             } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 log_warn("consumer: %s", rd_kafka_message_errstr(m));
             }
@@ -949,7 +960,9 @@ static void dispatch__on_error(rd_kafka_t *rk, int err, const char *reason, void
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[512];
         rd_kafka_fatal_error(rk, why, sizeof(why));
-        dispatch__fatal(d, rd_kafka_name(rk), why);
+        char what[300];
+        snprintf(what, sizeof(what), "Kafka %s", rd_kafka_name(rk));
+        dispatch__fatal(d, what, why);
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)

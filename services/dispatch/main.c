@@ -97,9 +97,8 @@ int main(int argc, char **argv)
     }
     uv_run(loop, UV_RUN_DEFAULT);
     if (dispatch_failed(disp)) {
-        /* Offsets stay where the last commit left them: the restarted process re-sends what was
-         * not finished, with the same Idempotency-Key. */
-        log_error("exiting after a fatal error");
+        /* Logged where it happened. Offsets stay where the last commit left them: the restarted
+         * process re-sends what was not finished, with the same Idempotency-Key. */
         _exit(1);
     }
     dispatch_destroy(disp);

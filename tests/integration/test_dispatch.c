@@ -35,6 +35,7 @@
 #include "testenv.h"
 
 #define SECRET "test-secret-1"
+#define TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 #define SUBJECTS 20
 #define PER_SUBJECT 15
 #define N_ACTIONS (SUBJECTS * PER_SUBJECT)
@@ -150,7 +151,7 @@ static void *conn_main(void *arg)
     if (!end)
         goto out;
     *end = '\0';
-    char cl[32], key[128], ts[32], sig[128], ct[64];
+    char cl[32], key[128], ts[32], sig[128], ct[64], tp[128];
     size_t body_len = 0;
     if (!header(buf, "Content-Length", cl, sizeof(cl)))
         body_len = (size_t)atol(cl);
@@ -174,6 +175,7 @@ static void *conn_main(void *arg)
         header(buf, "X-Jrp-Timestamp", ts, sizeof(ts)) ||
         header(buf, "X-Jrp-Signature", sig, sizeof(sig)) ||
         header(buf, "Content-Type", ct, sizeof(ct)) || strcmp(ct, "application/json") ||
+        header(buf, "traceparent", tp, sizeof(tp)) || strcmp(tp, TRACEPARENT) ||
         strncmp(buf, "POST /hook ", 11)) {
         pthread_mutex_lock(&r->mu);
         r->bad_headers++;
@@ -404,7 +406,7 @@ static void produce_actions(harness_t *h, const char *topic)
             uint8_t buf[1024];
             size_t len = jrp__v1__action__pack(&a, buf);
             assert_int_equal(kafka_produce(rk, topic, RD_KAFKA_PARTITION_UA, key, strlen(key), buf,
-                                           len, kafka_headers("jrp.v1.Action", NULL), NULL),
+                                           len, kafka_headers("jrp.v1.Action", TRACEPARENT), NULL),
                              0);
         }
     static const char junk[] = "not an action \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff";
@@ -570,6 +572,7 @@ static void test_delivery_with_faults_and_kill(void **state)
             assert_int_equal(f->status, JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_RECEIVED);
             assert_true(f->occurred_at_ms >= t0);
             assert_non_null(strstr(fb.header_dump[i], "jrp-schema=jrp.v1.Feedback;"));
+            assert_non_null(strstr(fb.header_dump[i], "traceparent=" TRACEPARENT ";"));
             fb_seen[s][q]++;
         }
         harness_records_free(&fb, &jrp__v1__feedback__descriptor);
