@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jrp/v1/rules.pb-c.h"
 #include "workdays.h"
 
 #define REPORT_BATCH 500
@@ -454,6 +455,193 @@ char *report_subjects_render(const json_t *subjects, int64_t now_ms, int csv)
             if (csv_raw(&buf, &len, &cap, "\r\n", 2))
                 goto err;
         }
+    }
+    return buf;
+err:
+    free(buf);
+    return NULL;
+}
+
+/* --- the measures list ------------------------------------------------------------------------ */
+
+static json_t *report__measure_row(json_t *rows, const char *memo, const char *dept,
+                                   const char *code)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r)
+    {
+        if (!strcmp(json_string_value(json_object_get(r, "memorandum_id")), memo) &&
+            !strcmp(json_string_value(json_object_get(r, "department")), dept) &&
+            !strcmp(json_string_value(json_object_get(r, "measure_code")), code))
+            return r;
+    }
+    return NULL;
+}
+
+static json_t *report__measure_new(json_t *rows, const char *memo, const char *doc,
+                                   const char *dept, const char *code, const char *kind,
+                                   const char *text, const char *basis)
+{
+    json_t *r =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "memorandum_id", memo, "document_no",
+                  doc, "department", dept, "measure_code", code, "kind", kind, "text", text,
+                  "basis", basis, "applied", (json_int_t)0, "lifted", (json_int_t)0);
+    if (!r || json_array_append_new(rows, r))
+        return NULL;
+    return r;
+}
+
+static const char *report__kind(int kind)
+{
+    return kind == JRP__V1__MEASURE_KIND__MEASURE_KIND_INCENTIVE ? "incentive"
+           : kind == JRP__V1__MEASURE_KIND__MEASURE_KIND_PENALTY ? "penalty"
+                                                                 : "";
+}
+
+/* Rows for every measure of the active rule set (none when there is no active set). */
+static int report__rules_rows(redisContext *c, const char *prefix, json_t *rows, char *errstr,
+                              size_t errstr_size)
+{
+    redisReply *v = redisCommand(c, "GET %srules:active", prefix);
+    if (!v || (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_NIL))
+        return report__err(errstr, errstr_size, c, v, "GET rules:active"), freeReplyObject(v), -1;
+    if (v->type == REDIS_REPLY_NIL) {
+        freeReplyObject(v);
+        return 0;
+    }
+    redisReply *b = redisCommand(c, "GET %srules:v:%s", prefix, v->str);
+    freeReplyObject(v);
+    if (!b || b->type != REDIS_REPLY_STRING) {
+        report__err(errstr, errstr_size, c, b, "GET rules:v");
+        freeReplyObject(b);
+        return -1;
+    }
+    Jrp__V1__RuleSet *rs = jrp__v1__rule_set__unpack(NULL, b->len, (const uint8_t *)b->str);
+    freeReplyObject(b);
+    if (!rs) {
+        snprintf(errstr, errstr_size, "the active rule set in Redis does not decode");
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < rs->n_memoranda && !rc; i++) {
+        const Jrp__V1__Memorandum *mo = rs->memoranda[i];
+        for (size_t j = 0; j < mo->n_measures && !rc; j++) {
+            const Jrp__V1__MemorandumMeasure *mm = mo->measures[j];
+            const Jrp__V1__CatalogueMeasure *cm = NULL;
+            for (size_t k = 0; k < rs->n_catalogue; k++)
+                if (!strcmp(rs->catalogue[k]->code, mm->measure))
+                    cm = rs->catalogue[k];
+            const char *basis = mm->basis[0] ? mm->basis : cm ? cm->basis : "";
+            if (report__measure_row(rows, mo->id, mm->department, mm->measure))
+                continue; /* the same measure for several subject types */
+            if (!report__measure_new(rows, mo->id, mo->document_no, mm->department, mm->measure,
+                                     report__kind(cm ? (int)cm->kind : (int)mo->kind), mm->text,
+                                     basis))
+                rc = -1;
+        }
+    }
+    jrp__v1__rule_set__free_unpacked(rs, NULL);
+    if (rc)
+        snprintf(errstr, errstr_size, "out of memory");
+    return rc;
+}
+
+int report_measures_load(redisContext *c, const char *prefix, int64_t from_ms, int64_t to_ms,
+                         json_t **out, char *errstr, size_t errstr_size)
+{
+    char key[512];
+    json_t *rows = json_array();
+    if (!rows || report__rules_rows(c, prefix, rows, errstr, errstr_size))
+        goto err;
+    snprintf(key, sizeof(key), "%s%s", prefix, REPORT_KEY_ISSUED);
+    for (long offset = 0;; offset += REPORT_BATCH) {
+        redisReply *ids = report__range(c, key, from_ms, to_ms, offset);
+        if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+            report__err(errstr, errstr_size, c, ids, "ZRANGEBYSCORE");
+            freeReplyObject(ids);
+            goto err;
+        }
+        for (size_t i = 0; i < ids->elements; i++)
+            redisAppendCommand(c, "HMGET %s%s%s op memo dept measure", prefix, REPORT_KEY_ACTION,
+                               ids->element[i]->str);
+        int failed = 0;
+        for (size_t i = 0; i < ids->elements; i++) {
+            redisReply *h = NULL;
+            if (redisGetReply(c, (void **)&h) != REDIS_OK || !h) {
+                report__err(errstr, errstr_size, c, NULL, "HMGET");
+                failed = 1;
+                break;
+            }
+            if (!failed && h->type == REDIS_REPLY_ARRAY && field(h, 0) && field(h, 1) &&
+                field(h, 2) && field(h, 3)) {
+                json_t *r = report__measure_row(rows, field(h, 1), field(h, 2), field(h, 3));
+                if (!r)
+                    r = report__measure_new(rows, field(h, 1), "", field(h, 2), field(h, 3), "", "",
+                                            "");
+                const char *col = strcmp(field(h, 0), "revoke") ? "applied" : "lifted";
+                if (!r ||
+                    json_object_set_new(
+                        r, col, json_integer(json_integer_value(json_object_get(r, col)) + 1))) {
+                    snprintf(errstr, errstr_size, "out of memory");
+                    failed = 1;
+                }
+            }
+            freeReplyObject(h);
+        }
+        size_t got = ids->elements;
+        freeReplyObject(ids);
+        if (failed)
+            goto err;
+        if (got < REPORT_BATCH)
+            break;
+    }
+    *out = rows;
+    return 0;
+err:
+    if (!rows)
+        snprintf(errstr, errstr_size, "out of memory");
+    json_decref(rows);
+    return -1;
+}
+
+char *report_measures_render(const json_t *measures, int64_t from_ms, int64_t to_ms, int64_t now_ms,
+                             int csv)
+{
+    if (!csv) {
+        json_t *root = json_pack("{s:I,s:I,s:I,s:O}", "from_ms", (json_int_t)from_ms, "to_ms",
+                                 (json_int_t)to_ms, "generated_at_ms", (json_int_t)now_ms,
+                                 "measures", (json_t *)measures);
+        char *out = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        json_decref(root);
+        return out;
+    }
+    size_t len = 0, cap = 256;
+    char *buf = malloc(cap);
+    if (!buf)
+        return NULL;
+    buf[0] = '\0';
+    static const char header[] = "memorandum_id,document_no,department,measure_code,kind,text,"
+                                 "basis,applied,lifted\r\n";
+    if (csv_raw(&buf, &len, &cap, header, strlen(header)))
+        goto err;
+    size_t i;
+    json_t *r;
+    json_array_foreach(measures, i, r)
+    {
+        static const char *const cols[] = {
+            "memorandum_id", "document_no", "department", "measure_code", "kind", "text", "basis"};
+        for (size_t k = 0; k < sizeof(cols) / sizeof(cols[0]); k++) {
+            const char *v = json_string_value(json_object_get(r, cols[k]));
+            if ((k && csv_raw(&buf, &len, &cap, ",", 1)) || csv_field(&buf, &len, &cap, v ? v : ""))
+                goto err;
+        }
+        char nums[64];
+        int n = snprintf(nums, sizeof(nums), ",%lld,%lld\r\n",
+                         (long long)json_integer_value(json_object_get(r, "applied")),
+                         (long long)json_integer_value(json_object_get(r, "lifted")));
+        if (csv_raw(&buf, &len, &cap, nums, (size_t)n))
+            goto err;
     }
     return buf;
 err:

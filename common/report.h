@@ -107,6 +107,20 @@ int report_subjects_load(redisContext *c, const char *prefix, json_t **out, char
  * A new buffer (free()) or NULL. */
 char *report_subjects_render(const json_t *subjects, int64_t now_ms, int csv);
 
+/*
+ * The measures list (措施清单): every measure of every memorandum in the active rule set
+ * (Prules:active, Prules:v:<n>), each with how many APPLY and REVOKE actions of it were issued in
+ * [from_ms, to_ms); measures of other rule versions that were applied appear after them. *out
+ * receives a new JSON array of {"memorandum_id", "document_no", "department", "measure_code",
+ * "kind", "text", "basis", "applied", "lifted"}. 0, or -1 with the reason in errstr.
+ */
+int report_measures_load(redisContext *c, const char *prefix, int64_t from_ms, int64_t to_ms,
+                         json_t **out, char *errstr, size_t errstr_size);
+/* {"from_ms", "to_ms", "generated_at_ms", "measures": [...]}, or CSV
+ * memorandum_id,document_no,department,measure_code,kind,text,basis,applied,lifted. */
+char *report_measures_render(const json_t *measures, int64_t from_ms, int64_t to_ms, int64_t now_ms,
+                             int csv);
+
 /* ms as RFC 3339 in China Standard Time ("2026-03-06T15:00:00+08:00") into buf. */
 const char *report_cst_time(int64_t ms, char *buf, size_t size);
 

@@ -20,8 +20,11 @@ static const char ctl_report_usage[] =
     "decided\n"
     "in the period (JSON only). TIME: epoch milliseconds, YYYY-MM-DD (00:00 China Standard Time)\n"
     "or an RFC 3339 date-time (2026-11-27T08:00:00+08:00).\n"
+    "       jrpctl report --list measures --from TIME --to TIME [--format json|csv]\n"
     "--list subjects: the subjects list (对象清单), every subject listed now, on which lists,\n"
-    "since when.\n";
+    "since when. --list measures: the measures list (措施清单), every measure of the active\n"
+    "rule set with its text and legal basis, and how often it was applied and lifted in the\n"
+    "period.\n";
 
 static int64_t ctl_report_now_ms(void)
 {
@@ -76,8 +79,9 @@ int ctl_report(config_t *cfg, int argc, char **argv)
         return ctl_fail("report: --format must be json or csv");
     if (!strcmp(list, "subjects"))
         return ctl_report_subjects(cfg, csv);
-    if (strcmp(list, "effects"))
-        return ctl_fail("report: --list must be effects or subjects");
+    int measures = !strcmp(list, "measures");
+    if (strcmp(list, "effects") && !measures)
+        return ctl_fail("report: --list must be effects, subjects or measures");
     int64_t from_ms, to_ms;
     if (!from || !to)
         return ctl_fail("report: --from and --to are required (jrpctl report --help)");
@@ -92,6 +96,23 @@ int ctl_report(config_t *cfg, int argc, char **argv)
     if (!c)
         return ctl_fail("report: %s", err);
     int64_t now = ctl_report_now_ms();
+    if (measures) {
+        json_t *rows = NULL;
+        int mrc = report_measures_load(c, config_get(cfg, "redis.prefix"), from_ms, to_ms, &rows,
+                                       err, sizeof(err));
+        redisFree(c);
+        if (mrc)
+            return ctl_fail("report: %s", err);
+        char *mout = report_measures_render(rows, from_ms, to_ms, now, csv);
+        json_decref(rows);
+        if (!mout)
+            return ctl_fail("report: out of memory");
+        fputs(mout, stdout);
+        if (!csv)
+            fputc('\n', stdout);
+        free(mout);
+        return fflush(stdout) ? ctl_fail("report: cannot write the output") : 0;
+    }
     report_t r;
     int rc =
         report_load(c, config_get(cfg, "redis.prefix"), from_ms, to_ms, now, &r, err, sizeof(err));

@@ -507,6 +507,42 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     wait_metric(port, "jrp_ledger_actions{status=\"issued\"}", 5, 5000); /* the REVOKEs */
     expect_subjects(h, 0); /* nobody is listed any more */
 
+    /* The measures list (措施清单): the active rule set's measures with their basis, each with
+     * what was applied and lifted in the period. */
+    char mout[65536];
+    assert_int_equal(harness_jrpctl(h, mout, sizeof(mout),
+                                    "report --list measures --from %lld --to %lld", (long long)from,
+                                    (long long)to),
+                     0);
+    json_t *ms = json_loads(mout, 0, NULL);
+    assert_non_null(ms);
+    size_t mi;
+    json_t *mr;
+    int seen = 0, others = 0;
+    json_array_foreach(json_object_get(ms, "measures"), mi, mr)
+    {
+        const char *memo = json_string_value(json_object_get(mr, "memorandum_id"));
+        const char *dept = json_string_value(json_object_get(mr, "department"));
+        const char *code = json_string_value(json_object_get(mr, "measure_code"));
+        long long applied = json_integer_value(json_object_get(mr, "applied"));
+        long long lifted_n = json_integer_value(json_object_get(mr, "lifted"));
+        if (strcmp(memo, "overload-2017")) {
+            others++;
+            assert_int_equal(applied + lifted_n, 0);
+            continue;
+        }
+        assert_true(strlen(json_string_value(json_object_get(mr, "basis"))) > 0);
+        assert_string_equal(json_string_value(json_object_get(mr, "kind")), "penalty");
+        if (!strcmp(dept, "transport") && !strcmp(code, "STRICT_SUPERVISION")) {
+            seen++;
+            assert_int_equal(applied, 1);
+            assert_int_equal(lifted_n, 1);
+        }
+    }
+    assert_int_equal(seen, 1);
+    assert_true(others > 0);
+    json_decref(ms);
+
     /* Replay: stop the ledger and run one in a new group, which reads every topic from the
      * beginning. Nothing is counted twice and no alert is raised again. */
     assert_int_equal(harness_service_stop(ledger, SIGTERM), 0);

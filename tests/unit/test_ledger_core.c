@@ -235,6 +235,29 @@ static void test_subjects_rendering(void **state)
     json_decref(subjects);
 }
 
+static void test_measures_rendering(void **state)
+{
+    (void)state;
+    json_t *rows = json_loads(
+        "[{\"memorandum_id\":\"overload-2017\",\"document_no\":\"发改财金〔2017〕274号\","
+        "\"department\":\"market\",\"measure_code\":\"RESTRICT_HANDLING\","
+        "\"kind\":\"penalty\",\"text\":\"限制, 办理\",\"basis\":\"b\","
+        "\"applied\":3,\"lifted\":1}]",
+        0, NULL);
+    assert_non_null(rows);
+    char *csv = report_measures_render(rows, 1, 2, 3, 1);
+    assert_string_equal(csv, "memorandum_id,document_no,department,measure_code,kind,text,basis,"
+                             "applied,lifted\r\n"
+                             "overload-2017,发改财金〔2017〕274号,market,RESTRICT_HANDLING,penalty,"
+                             "\"限制, 办理\",b,3,1\r\n");
+    free(csv);
+    char *json = report_measures_render(rows, 1, 2, 3, 0);
+    const char *want = "{\"from_ms\":1,\"to_ms\":2,\"generated_at_ms\":3,\"measures\":[{";
+    assert_int_equal(strncmp(json, want, strlen(want)), 0);
+    free(json);
+    json_decref(rows);
+}
+
 static void test_report_time_bounds(void **state)
 {
     (void)state;
@@ -277,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_actions_pattern),
         cmocka_unit_test(test_effects_aggregation_and_rendering),
         cmocka_unit_test(test_subjects_rendering),
+        cmocka_unit_test(test_measures_rendering),
         cmocka_unit_test(test_report_time_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
