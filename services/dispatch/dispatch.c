@@ -34,6 +34,7 @@
 #define DISPATCH_RETRY_AFTER_MAX_MS 3600000 /* a Retry-After beyond an hour is taken as an hour */
 #define DISPATCH_EXCERPT 160                /* bytes of a refusal's body kept in the reason */
 #define DISPATCH_FLUSH_MS 10000
+#define DISPATCH_TOPIC_TRIES 5
 #define DISPATCH_ID_MAX 200 /* longest action id sent as Idempotency-Key */
 
 enum { ITEM_QUEUED = 0, ITEM_READY, ITEM_SENDING, ITEM_BACKOFF, ITEM_FINISHING };
@@ -1211,7 +1212,16 @@ dispatch_t *dispatch_create(uv_loop_t *loop, const config_t *cfg, char *errstr, 
     for (size_t i = 0; i < d->n_depts; i++)
         names[i] = d->depts[i].name;
     char why[512];
-    if (rulesync_ensure_topics(cfg, names, d->n_depts, NULL, why, sizeof(why))) {
+    int rc = -1;
+    /* A broker that just started (or is busy) may refuse for a moment: try a few times. */
+    for (int attempt = 0; attempt < DISPATCH_TOPIC_TRIES && rc; attempt++) {
+        if (attempt) {
+            log_warn("topics: %s; trying again", why);
+            sleep(1);
+        }
+        rc = rulesync_ensure_topics(cfg, names, d->n_depts, NULL, why, sizeof(why));
+    }
+    if (rc) {
         snprintf(errstr, errstr_size, "topics: %s", why);
         goto err;
     }

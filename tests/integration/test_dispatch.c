@@ -418,6 +418,19 @@ static void produce_actions(harness_t *h, const char *topic)
     rd_kafka_destroy(rk);
 }
 
+/* The department topics, feedback and dlq; a broker busy with other tests may need a retry. */
+static void ensure_topics(harness_t *h, const char **depts, size_t n)
+{
+    char err[512] = "";
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (!rulesync_ensure_topics(h->cfg, depts, n, NULL, err, sizeof(err)))
+            return;
+        fprintf(stderr, "# topics (attempt %d): %s\n", attempt + 1, err);
+        sleep(1);
+    }
+    fail_msg("cannot create the topics: %s", err);
+}
+
 /* --- helpers ---------------------------------------------------------------------------------- */
 
 static void show_log(const char *path)
@@ -470,10 +483,10 @@ static void test_delivery_with_faults_and_kill(void **state)
              "dispatch.max_pending = 60\n",
              grp, grp, r->port, SECRET, TIMEOUT_MS);
     harness_t *h = harness_create("dispatch", extra);
-    char topic[256], err[512];
+    char topic[256];
     config_topic(h->cfg, "actions.transport", topic, sizeof(topic));
     const char *depts[] = {"transport"};
-    assert_int_equal(rulesync_ensure_topics(h->cfg, depts, 1, NULL, err, sizeof(err)), 0);
+    ensure_topics(h, depts, 1);
     produce_actions(h, topic);
 
     /* First run: killed with SIGKILL once about a third is accepted. */
@@ -657,10 +670,10 @@ static void test_rebalance_between_two_instances(void **state)
              "dispatch.retry_cap_ms = 400\ndispatch.commit_interval_ms = 200\n",
              grp, r->port, SECRET, TIMEOUT_MS);
     harness_t *h = harness_create("dispatch-rb", extra);
-    char topic[256], err[512];
+    char topic[256];
     config_topic(h->cfg, "actions.transport", topic, sizeof(topic));
     const char *depts[] = {"transport"};
-    assert_int_equal(rulesync_ensure_topics(h->cfg, depts, 1, NULL, err, sizeof(err)), 0);
+    ensure_topics(h, depts, 1);
     produce_actions(h, topic);
     char log_a[300], log_b[300];
     snprintf(log_a, sizeof(log_a), "/tmp/jrp-harness-%s.dispatch-a.log", h->name);
@@ -738,8 +751,7 @@ static void test_departments_and_https(void **state)
              grp, rp->port, SECRET, rt->port, SECRET, cert, rf->port, SECRET);
     harness_t *h = harness_create("dispatch-tls", extra);
     const char *depts[] = {"transport", "market", "finance"};
-    char err[512];
-    assert_int_equal(rulesync_ensure_topics(h->cfg, depts, 3, NULL, err, sizeof(err)), 0);
+    ensure_topics(h, depts, 3);
     for (int i = 0; i < 3; i++) {
         char suffix[64], topic[256];
         snprintf(suffix, sizeof(suffix), "actions.%s", depts[i]);
