@@ -1039,6 +1039,12 @@ done:
 
 int ctl_dlq(config_t *cfg, int argc, char **argv)
 {
+    /* librdkafka's own error lines only when asked for (-o kafka.log_level=N): a command
+     * that fails says why in one line. */
+    char lerr[256];
+    if (!config_get(cfg, "kafka.log_level") &&
+        config_set(cfg, "kafka.log_level", "2", "jrpctl", lerr, sizeof(lerr)))
+        return ctl_fail("%s", lerr);
     if (ctl_wants_help(argc, argv))
         return ctl_dlq_usage(stdout, 0);
     if (argc < 2)

@@ -12,6 +12,7 @@
 
 #include "ctl.h"
 #include "jrp/v1/token.pb-c.h"
+#include "kafka.h"
 #include "redis.h"
 #include "rules.h"
 #include "rulesync.h"
@@ -199,6 +200,12 @@ static rules_t *ctl_rebuild_rules(store_t *store, int64_t *active)
 
 int ctl_rebuild(config_t *cfg, int argc, char **argv)
 {
+    /* librdkafka's own error lines only when asked for (-o kafka.log_level=N): a command
+     * that fails says why in one line. */
+    char lerr[256];
+    if (!config_get(cfg, "kafka.log_level") &&
+        config_set(cfg, "kafka.log_level", "2", "jrpctl", lerr, sizeof(lerr)))
+        return ctl_fail("%s", lerr);
     if (ctl_wants_help(argc, argv))
         return ctl_rebuild_usage(stdout, 0);
     if (argc > 1)
@@ -207,6 +214,20 @@ int ctl_rebuild(config_t *cfg, int argc, char **argv)
     store_t *store = store_create(cfg, err, sizeof(err));
     if (!store)
         return ctl_fail("cannot reach Redis at %s: %s", config_get(cfg, "redis.url"), err);
+    /* Kafka first, so that an unreachable cluster is one line, not one per part. */
+    rd_kafka_t *rk = kafka_reader_create(cfg, err, sizeof(err));
+    char probe_topic[256];
+    config_topic(cfg, "state", probe_topic, sizeof(probe_topic));
+    int32_t probe = rk ? topicscan_partitions(rk, probe_topic, err, sizeof(err)) : -1;
+    if (rk) {
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+    }
+    if (probe < 0) {
+        store_destroy(store);
+        return ctl_fail("cannot reach Kafka at %s: %s", config_get(cfg, "kafka.bootstrap.servers"),
+                        err);
+    }
     const char *prefix = store_prefix(store);
     char state_topic[256];
     config_topic(cfg, "state", state_topic, sizeof(state_topic));
