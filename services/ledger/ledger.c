@@ -15,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "codec.h"
+#include "errlist.h"
 #include "jrp/v1/action.pb-c.h"
 #include "jrp/v1/alert.pb-c.h"
 #include "jrp/v1/event.pb-c.h"
@@ -136,6 +138,12 @@ enum { ALERT_OVERDUE = 0, ALERT_DUE, ALERT_BREACHED, ALERT_KINDS };
 static const char *const alert_names[ALERT_KINDS] = {"feedback_overdue", "disclosure_due",
                                                      "disclosure_breached"};
 
+/* What the records of a batch add to the metrics. */
+typedef struct ledger_counts_s {
+    uint64_t feedback_total, feedback_wrong_dept, actions_total, events_total, disclosures_total,
+        states_total, bad_records, calendar_errors;
+} ledger_counts_t;
+
 struct ledger_s {
     uv_loop_t *loop;
     const config_t *cfg;
@@ -161,8 +169,9 @@ struct ledger_s {
     void (*on_stopped)(void *arg);
     void *on_stopped_arg;
     /* metrics */
-    uint64_t feedback_total, feedback_stale, feedback_wrong_dept, actions_total, events_total,
-        disclosures_total, states_total, bad_records, redis_errors, calendar_errors, batches;
+    ledger_counts_t n; /* restored when a batch is retried, so nothing counts twice */
+    unsigned char dead[LEDGER_BATCH]; /* batch[i] was dead-lettered (and acknowledged) */
+    uint64_t redis_errors, batches;
     uint64_t alerts[ALERT_KINDS];
     int64_t stats[5]; /* issued, received, executed, rejected, failed (cached from Redis) */
 };
@@ -266,7 +275,7 @@ static void ledger__dead_letter(ledger_t *l, const rd_kafka_message_t *m, const 
     rd_kafka_header_add(hdrs, "jrp-error-partition", -1, part, -1);
     rd_kafka_header_add(hdrs, "jrp-error-offset", -1, off, -1);
     rd_kafka_header_add(hdrs, "jrp-error-time", -1, now, -1);
-    l->bad_records++;
+    l->n.bad_records++;
     log_warn("dead letter from %s [%" PRId32 "] @%" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
              m->partition, m->offset, reason);
     rd_kafka_resp_err_t err = kafka_produce(l->producer, l->topic_dlq, RD_KAFKA_PARTITION_UA,
@@ -293,7 +302,7 @@ static int ledger__queue_state(ledger_t *l, const rd_kafka_message_t *m)
         m->payload ? jrp__v1__subject_state__unpack(NULL, m->len, m->payload) : NULL;
     if (m->payload && !st)
         return 1; /* the engine's own record: not ours to dead-letter */
-    l->states_total++;
+    l->n.states_total++;
     json_t *arr = json_array();
     int64_t first = 0;
     size_t n = st ? st->n_listings : 0;
@@ -351,7 +360,7 @@ static int ledger__queue(ledger_t *l, const rd_kafka_message_t *m)
             ledger__dead_letter(l, m, "bad_feedback", "feedback without action_id or status");
             return -1;
         }
-        l->feedback_total++;
+        l->n.feedback_total++;
         const char *ev = ledger_disclosure_event(fb->action_id);
         int final = ev ? fb->status == JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_EXECUTED
                        : ledger_status_is_final(fb->status);
@@ -379,10 +388,15 @@ static int ledger__queue(ledger_t *l, const rd_kafka_message_t *m)
     if (!strcmp(topic, l->topic_state))
         return ledger__queue_state(l, m);
     if (!strcmp(topic, l->topic_events)) {
-        Jrp__V1__CreditEvent *e = jrp__v1__credit_event__unpack(NULL, m->len, m->payload);
+        /* The engine's own validation: an event it refuses (and dead-letters) is not a decision
+         * to disclose. */
+        errlist_t el;
+        errlist_init(&el);
+        Jrp__V1__CreditEvent *e = codec_event_unpack(m->payload, m->len, &el);
+        errlist_clear(&el);
         if (!e)
-            return 1; /* the engine dead-letters bad events; not ours to report twice */
-        l->events_total++;
+            return 1;
+        l->n.events_total++;
         if ((e->kind != JRP__V1__EVENT_KIND__EVENT_KIND_LICENSED &&
              e->kind != JRP__V1__EVENT_KIND__EVENT_KIND_SANCTIONED) ||
             !e->event_id[0] || strlen(e->event_id) > 256) {
@@ -394,7 +408,7 @@ static int ledger__queue(ledger_t *l, const rd_kafka_message_t *m)
         char err[256];
         if (ledger_disclosure_deadline(&l->clock, decision, &deadline, &due_alert, err,
                                        sizeof(err))) {
-            l->calendar_errors++;
+            l->n.calendar_errors++;
             log_warn("disclosure %s: no deadline: %s", e->event_id, err);
             deadline = due_alert = 0;
         }
@@ -422,7 +436,7 @@ static int ledger__queue(ledger_t *l, const rd_kafka_message_t *m)
                               n2,
                               n3};
         ledger__evalsha(l, SCRIPT_DISCLOSURE, 3, 13, argv);
-        l->disclosures_total++;
+        l->n.disclosures_total++;
         jrp__v1__credit_event__free_unpacked(e, NULL);
         return 0;
     }
@@ -439,13 +453,13 @@ static int ledger__queue(ledger_t *l, const rd_kafka_message_t *m)
         ledger__dead_letter(l, m, "bad_action", "action without action_id or op");
         return -1;
     }
-    l->actions_total++;
+    l->n.actions_total++;
     int apply = a->op == JRP__V1__ACTION_OP__ACTION_OP_APPLY;
     int64_t due = 0;
     char err[256];
     if (apply &&
         ledger_deadline(&l->clock, a->issued_at_ms, l->feedback_days, &due, err, sizeof(err))) {
-        l->calendar_errors++;
+        l->n.calendar_errors++;
         log_warn("action %s: no feedback deadline: %s", a->action_id, err);
         due = 0;
     }
@@ -515,6 +529,7 @@ static void ledger__batch_clear(ledger_t *l)
     for (size_t i = 0; i < l->n_batch; i++)
         rd_kafka_message_destroy(l->batch[i]);
     l->n_batch = 0;
+    memset(l->dead, 0, sizeof(l->dead));
 }
 
 /* Write the held batch to Redis and commit it. 0 done, -1 kept for a retry. */
@@ -525,12 +540,28 @@ static int ledger__flush_batch(ledger_t *l)
     redisContext *c = ledger__redis(l);
     if (!c)
         return -1;
+    ledger_counts_t saved = l->n;
     redis_pipe_reset(l->pipe);
     int dead = 0;
-    for (size_t i = 0; i < l->n_batch; i++)
-        dead |= ledger__queue(l, l->batch[i]) < 0;
+    l->produce_errors = 0;
+    for (size_t i = 0; i < l->n_batch; i++) {
+        if (l->dead[i])
+            continue; /* dead-lettered by an earlier attempt */
+        if (ledger__queue(l, l->batch[i]) < 0) {
+            dead = 1;
+            l->dead[i] = 1;
+        }
+    }
     char err[512];
+    if (dead && (rd_kafka_flush(l->producer, LEDGER_FLUSH_MS) || l->produce_errors)) {
+        /* A dead letter the broker did not take: the whole batch is tried again. */
+        log_warn("dead letters not acknowledged: the batch is retried");
+        memset(l->dead, 0, sizeof(l->dead));
+        l->n = saved;
+        return -1;
+    }
     if (redis_pipe_count(l->pipe) && redis_pipe_exec(c, l->pipe, err, sizeof(err))) {
+        l->n = saved;
         ledger__redis_drop(l, err);
         return -1;
     }
@@ -538,14 +569,13 @@ static int ledger__flush_batch(ledger_t *l)
         const redisReply *r = redis_pipe_reply(l->pipe, i);
         if (!r || r->type == REDIS_REPLY_ERROR) {
             snprintf(err, sizeof(err), "script: %s", r ? r->str : "no reply");
+            l->n = saved;
             ledger__redis_drop(l, err); /* reconnecting reloads the scripts */
             return -1;
         }
         if (r->type == REDIS_REPLY_INTEGER && r->integer == -1)
-            l->feedback_wrong_dept++;
+            l->n.feedback_wrong_dept++;
     }
-    if (dead)
-        rd_kafka_flush(l->producer, LEDGER_FLUSH_MS);
     ledger__commit(l);
     ledger__batch_clear(l);
     l->batches++;
@@ -1040,24 +1070,25 @@ const char *ledger_not_ready(const ledger_t *l)
 void ledger_write_metrics(const ledger_t *l, ops_text_t *t)
 {
     ops_counter(t, "jrp_ledger_feedback_consumed_total", "Feedback records consumed",
-                l->feedback_total);
+                l->n.feedback_total);
     ops_counter(
         t, "jrp_ledger_feedback_wrong_department_total",
         "Feedback ignored: not from the action's department (or the disclosure's publisher)",
-        l->feedback_wrong_dept);
+        l->n.feedback_wrong_dept);
     ops_counter(t, "jrp_ledger_actions_consumed_total", "Action records consumed",
-                l->actions_total);
-    ops_counter(t, "jrp_ledger_events_consumed_total", "Credit events consumed", l->events_total);
+                l->n.actions_total);
+    ops_counter(t, "jrp_ledger_events_consumed_total", "Credit events consumed", l->n.events_total);
     ops_counter(t, "jrp_ledger_states_consumed_total",
-                "Subject states consumed (credit.state, for the subjects list)", l->states_total);
+                "Subject states consumed (credit.state, for the subjects list)", l->n.states_total);
     ops_counter(t, "jrp_ledger_disclosures_consumed_total",
-                "LICENSED and SANCTIONED events consumed (双公示)", l->disclosures_total);
+                "LICENSED and SANCTIONED events consumed (双公示)", l->n.disclosures_total);
     ops_counter(t, "jrp_ledger_dead_letters_total", "Records sent to the dead-letter topic",
-                l->bad_records);
+                l->n.bad_records);
     ops_counter(t, "jrp_ledger_redis_errors_total", "Redis failures (batch kept and retried)",
                 l->redis_errors);
     ops_counter(t, "jrp_ledger_calendar_errors_total",
-                "Deadlines not computed: the calendar does not cover the year", l->calendar_errors);
+                "Deadlines not computed: the calendar does not cover the year",
+                l->n.calendar_errors);
     ops_counter(t, "jrp_ledger_batches_total", "Batches written to Redis and committed",
                 l->batches);
     ops_family(t, "jrp_ledger_alerts_raised_total", "counter", "Alerts raised, by kind");

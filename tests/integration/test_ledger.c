@@ -364,11 +364,15 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     free(sanc->source_department);
     sanc->source_department = strdup("transport");
     sanc->decision_no = strdup("津交罚〔2026〕7号");
+    sanc->title = strdup("超限运输行政处罚");
+    sanc->basis = strdup("《公路安全保护条例》第六十六条");
     sanc->decision_date_ms = t0 - 1000LL * (7 * WORKDAY_S - WORKDAY_S / 2);
     Jrp__V1__CreditEvent *lic = harness_event("ev-lic-1", JRP__V1__EVENT_KIND__EVENT_KIND_LICENSED,
                                               ENTERPRISE, ENT2, NULL, t0);
     free(lic->source_department);
     lic->source_department = strdup("market");
+    lic->decision_no = strdup("津市监许〔2026〕3号");
+    lic->title = strdup("道路运输经营许可");
     lic->decision_date_ms = t0;
     Jrp__V1__CreditEvent *evs[] = {ev, sanc, lic};
     harness_send(h, evs, 3);
@@ -399,6 +403,12 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
      * a department that did not decide it, which does not count. */
     feedback(rk, h, "disclosure:ev-lic-1", "market", EXECUTED, t);
     feedback(rk, h, "disclosure:ev-sanc-1", "finance", EXECUTED, t);
+    /* Bytes that are no Feedback: a dead letter, and the partition moves on. */
+    char fb_topic[256];
+    config_topic(h->cfg, "feedback", fb_topic, sizeof(fb_topic));
+    assert_int_equal(kafka_produce(rk, fb_topic, RD_KAFKA_PARTITION_UA, "junk", 4, "\xff\xff\xff",
+                                   3, kafka_headers("jrp.v1.Feedback", NULL), NULL),
+                     0);
     assert_int_equal(rd_kafka_flush(rk, 30000), 0);
     rd_kafka_destroy(rk);
 
@@ -410,6 +420,15 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
              market[0]);
     expect_alerts(h, 3, 3000, want);
     wait_metric(port, "jrp_ledger_feedback_consumed_total", 9, 20000);
+    harness_records_t dl;
+    harness_read(h, "dlq", NULL, 1, 500, 30000, &dl);
+    assert_int_equal(dl.n, 1);
+    assert_string_equal(dl.keys[0], "junk");
+    assert_int_equal(dl.lens[0], 3);
+    assert_non_null(strstr(dl.header_dump[0], "jrp-error-service=ledger;"));
+    assert_non_null(strstr(dl.header_dump[0], "jrp-error-code=decode_failed;"));
+    harness_records_free(&dl, NULL);
+    assert_int_equal((int)metric(port, "jrp_ledger_dead_letters_total"), 1);
     assert_int_equal((int)metric(port, "jrp_ledger_feedback_wrong_department_total"), 1);
     assert_int_equal((int)metric(port, "jrp_ledger_alerts_raised_total{kind=\"feedback_overdue\"}"),
                      1);
