@@ -810,6 +810,47 @@ static void test_departments_and_https(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* A second process started with the same dispatch.instance fences the first: a fatal Kafka error,
+ * which must end the first with exit code 1 and one clear line, while the second carries on. */
+static void test_fenced_instance_exits_nonzero(void **state)
+{
+    (void)state;
+    receiver_t *r = receiver_start(0);
+    char extra[1024], grp[128];
+    snprintf(grp, sizeof(grp), "%s", testenv_unique("dispatch-group"));
+    snprintf(extra, sizeof(extra),
+             "dispatch.group = %s\ndispatch.instance = %s-same\n"
+             "dispatch.transport.url = http://127.0.0.1:%d/hook\n"
+             "dispatch.transport.secret = %s\n",
+             grp, grp, r->port, SECRET);
+    harness_t *h = harness_create("dispatch-fence", extra);
+    const char *depts[] = {"transport"};
+    ensure_topics(h, depts, 1);
+    char log_a[300], log_b[300], cmd[700];
+    snprintf(log_a, sizeof(log_a), "/tmp/jrp-harness-%s.dispatch-a.log", h->name);
+    snprintf(log_b, sizeof(log_b), "/tmp/jrp-harness-%s.dispatch-b.log", h->name);
+    pid_t a = harness_service_start(h, "jrp-dispatch", log_a, NULL);
+    snprintf(cmd, sizeof(cmd), "grep -q 'assigned [0-9]* partitions' %s", log_a);
+    int64_t until = harness_now_ms() + 60000;
+    while (system(cmd) != 0 && harness_now_ms() < until)
+        usleep(100000);
+    assert_int_equal(system(cmd), 0);
+    pid_t b = harness_service_start(h, "jrp-dispatch", log_b, NULL);
+    /* Signal 0: only wait (up to 30 s) for the first to exit by itself. */
+    int rc_a = harness_service_stop(a, 0);
+    if (rc_a != 1)
+        show_log(log_a);
+    assert_int_equal(rc_a, 1);
+    snprintf(cmd, sizeof(cmd), "grep -q 'ERROR dispatch: fatal error (Kafka.*exiting' %s", log_a);
+    assert_int_equal(system(cmd), 0);
+    int rc_b = harness_service_stop(b, SIGTERM);
+    if (rc_b != 0)
+        show_log(log_b);
+    assert_int_equal(rc_b, 0);
+    receiver_stop(r);
+    harness_destroy(h);
+}
+
 static void test_bad_configuration_fails_at_start(void **state)
 {
     (void)state;
@@ -849,6 +890,7 @@ int main(void)
         cmocka_unit_test(test_delivery_with_faults_and_kill),
         cmocka_unit_test(test_rebalance_between_two_instances),
         cmocka_unit_test(test_departments_and_https),
+        cmocka_unit_test(test_fenced_instance_exits_nonzero),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
