@@ -239,10 +239,15 @@ static redisContext *ledger__redis(ledger_t *l)
         }
         freeReplyObject(r);
     }
+    return l->rc; /* redis_down stays set until a write succeeds (ledger__redis_ok) */
+}
+
+/* A Redis call succeeded: the outage (if any) is over. */
+static void ledger__redis_ok(ledger_t *l)
+{
     if (l->redis_down)
-        log_info("redis: connected again");
+        log_info("redis: writes succeed again");
     l->redis_down = 0;
-    return l->rc;
 }
 
 static void ledger__evalsha(ledger_t *l, int script, int nkeys, int argc, const char **argv)
@@ -576,6 +581,7 @@ static int ledger__flush_batch(ledger_t *l)
         if (r->type == REDIS_REPLY_INTEGER && r->integer == -1)
             l->n.feedback_wrong_dept++;
     }
+    ledger__redis_ok(l);
     ledger__commit(l);
     ledger__batch_clear(l);
     l->batches++;
@@ -727,6 +733,8 @@ static void ledger__scan(ledger_t *l, int disclosure)
         ledger__redis_drop(l, err);
         return;
     }
+    if (!l->n_batch)
+        ledger__redis_ok(l); /* a held batch decides when the outage is over */
     if (ids->elements == 0) {
         freeReplyObject(ids);
         return;
@@ -1056,7 +1064,7 @@ const char *ledger_not_ready(const ledger_t *l)
     if (l->stopping)
         return "stopping";
     if (l->redis_down)
-        return "redis unreachable";
+        return "redis unreachable or refusing the writes";
     if (l->kafka_down)
         return "kafka unreachable";
     rd_kafka_topic_partition_list_t *parts = NULL;

@@ -31,6 +31,7 @@
 #include "harness.h"
 #include "jrp/v1/feedback.pb-c.h"
 #include "kafka.h"
+#include "redis.h"
 #include "testenv.h"
 
 #define ENT1 "91350100M000100Y43"
@@ -587,6 +588,82 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     harness_destroy(h);
 }
 
+/* Start a ledger without waiting for /readyz (it may never be ready here). */
+static pid_t ledger_spawn(harness_t *h, const char *log, const char *group, int *port)
+{
+    char opt[256];
+    snprintf(opt, sizeof(opt), "ledger.group=%s", group);
+    pid_t pid = harness_service_start(h, "jrp-ledger", log, "-o", opt, NULL);
+    *port = harness_log_port(h, log, 30000);
+    if (*port < 0)
+        fail_msg("jrp-ledger never bound its ops port (see %s)", log);
+    return pid;
+}
+
+/* Redis refuses the writes (a key of the wrong type makes the script fail): the batch is held,
+ * its offset is not committed (a ledger killed meanwhile gets the record again), and once Redis
+ * takes the writes the record counts exactly once. */
+static void test_failed_writes_hold_the_batch(void **state)
+{
+    (void)state;
+    char extra[1024], group[128], log[300];
+    snprintf(group, sizeof(group), "%s", testenv_unique("ledger-hold"));
+    const char *root = getenv("JRP_ROOT");
+    snprintf(extra, sizeof(extra),
+             "ledger.calendar = %s/deploy/calendar/cn-workdays.json\nledger.scan_ms = 200\n",
+             root ? root : ".");
+    harness_t *h = harness_create("ledger-hold", extra);
+    snprintf(log, sizeof(log), "/tmp/jrp-harness-%s.ledger.log", h->name);
+    int port;
+    pid_t ledger = ledger_start(h, log, group, &port);
+    char err[512], key[256];
+    redisContext *c = redis_connect(config_get(h->cfg, "redis.url"), 5000, err, sizeof(err));
+    assert_non_null(c);
+    snprintf(key, sizeof(key), "%sledger:a:act-1", config_get(h->cfg, "redis.prefix"));
+    redisReply *r = redisCommand(c, "SET %s not-a-hash", key);
+    assert_non_null(r);
+    freeReplyObject(r);
+
+    rd_kafka_t *rk = kafka_producer_create(h->cfg, NULL, 0, err, sizeof(err));
+    assert_non_null(rk);
+    feedback(rk, h, "act-1", "transport", JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_EXECUTED,
+             harness_now_ms());
+    assert_int_equal(rd_kafka_flush(rk, 30000), 0);
+    rd_kafka_destroy(rk);
+
+    wait_metric(port, "jrp_ledger_batch_held", 1, 30000);
+    char body[512];
+    assert_int_equal(harness_http_get(port, "/readyz", body, sizeof(body)), 503);
+    assert_non_null(strstr(body, "redis"));
+    assert_true(metric(port, "jrp_ledger_redis_errors_total") >= 1);
+    assert_int_equal((int)metric(port, "jrp_ledger_feedback_consumed_total"), 0);
+
+    /* Killed while holding it: the offset was never committed, so the next ledger gets it. */
+    assert_int_equal(harness_service_stop(ledger, SIGKILL), 128 + SIGKILL);
+    snprintf(log, sizeof(log), "/tmp/jrp-harness-%s.ledger2.log", h->name);
+    ledger = ledger_spawn(h, log, group, &port);
+    wait_metric(port, "jrp_ledger_batch_held", 1, 40000);
+
+    /* Redis takes the writes again: the record counts once, the status is recorded. */
+    r = redisCommand(c, "DEL %s", key);
+    assert_non_null(r);
+    freeReplyObject(r);
+    wait_metric(port, "jrp_ledger_batches_total", 1, 20000);
+    assert_int_equal((int)metric(port, "jrp_ledger_feedback_consumed_total"), 1);
+    assert_int_equal((int)metric(port, "jrp_ledger_batch_held"), 0);
+    r = redisCommand(c, "HGET %s status", key);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    assert_string_equal(r->str, "executed");
+    freeReplyObject(r);
+    for (int i = 0; i < 100 && harness_http_get(port, "/readyz", body, sizeof(body)) != 200; i++)
+        usleep(200000);
+    assert_int_equal(harness_http_get(port, "/readyz", body, sizeof(body)), 200);
+    assert_int_equal(harness_service_stop(ledger, SIGTERM), 0);
+    redisFree(c);
+    harness_destroy(h);
+}
+
 static void test_report_arguments(void **state)
 {
     (void)state;
@@ -610,6 +687,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_effects_overdue_disclosure_and_replay),
+        cmocka_unit_test(test_failed_writes_hold_the_batch),
         cmocka_unit_test(test_report_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
