@@ -37,7 +37,7 @@
 #define ENT1 "91350100M000100Y43"
 #define ENT2 "91512081MA62K0260E"
 #define ENTERPRISE JRP__V1__SUBJECT_TYPE__SUBJECT_TYPE_ENTERPRISE
-#define WORKDAY_S 8 /* one compressed working day */
+#define WORKDAY_S 12 /* one compressed working day */
 
 static const ProtobufCMessageDescriptor *action_desc = &jrp__v1__action__descriptor;
 static const ProtobufCMessageDescriptor *alert_desc = &jrp__v1__alert__descriptor;
@@ -433,12 +433,16 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     assert_int_equal((int)metric(port, "jrp_ledger_feedback_wrong_department_total"), 1);
     assert_int_equal((int)metric(port, "jrp_ledger_alerts_raised_total{kind=\"feedback_overdue\"}"),
                      1);
+    assert_int_equal((int)metric(port, "jrp_ledger_alerts_raised_total{kind=\"disclosure_due\"}"),
+                     1);
+    assert_int_equal(
+        (int)metric(port, "jrp_ledger_alerts_raised_total{kind=\"disclosure_breached\"}"), 1);
     wait_metric(port, "jrp_ledger_actions{status=\"executed\"}", 3, 5000);
     assert_int_equal((int)metric(port, "jrp_ledger_actions{status=\"rejected\"}"), 1);
     assert_int_equal((int)metric(port, "jrp_ledger_actions{status=\"received\"}"), 1);
 
     /* The effects list: exactly what the departments reported. */
-    int64_t from = t0 - 60000, to = harness_now_ms() + 60000;
+    int64_t from = t0 - 100000, to = harness_now_ms() + 60000;
     json_t *rep = report_json(h, from, to);
     assert_int_equal(json_array_size(json_object_get(rep, "effects")), 4);
     assert_string_equal(row(rep, "transport"), "2/0/2/0/0/0");
@@ -499,7 +503,7 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     gwfx_stop(fx);
 
     /* A period before the listing is empty. */
-    rep = report_json(h, t0 - 120000, t0 - 60000);
+    rep = report_json(h, t0 - 300000, t0 - 200000);
     assert_int_equal(json_array_size(json_object_get(rep, "effects")), 0);
     json_decref(rep);
 
