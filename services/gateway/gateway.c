@@ -135,6 +135,7 @@ struct gw_ctx_s {
 
     /* GET /v1/reports/effects: read in the thread pool (common/report). */
     int64_t report_from, report_to, report_now;
+    int report_list; /* GW_REPORT_EFFECTS, _SUBJECTS, _MEASURES */
     int report_csv, report_status;
     char report_err[320];
 };
@@ -1267,10 +1268,30 @@ static void gw_check(gw_ctx_t *ctx)
     gw_redis(ctx, gw_on_state, ctx, 3, argv);
 }
 
-/* ---- GET /v1/reports/effects ----------------------------------------------------------------
+/* ---- GET /v1/reports/effects, /v1/reports/subjects, /v1/reports/measures ---------------------
  */
 
 #define GW_REPORT_REDIS_TIMEOUT_MS 5000
+
+enum { GW_REPORT_EFFECTS = 0, GW_REPORT_SUBJECTS, GW_REPORT_MEASURES };
+
+/* The subjects or measures list into ctx->answer; 0 or -1 (reason in err). */
+static int gw_report_lists(gw_ctx_t *ctx, redisContext *c, char *err, size_t err_size)
+{
+    json_t *rows = NULL;
+    int rc = ctx->report_list == GW_REPORT_SUBJECTS
+                 ? report_subjects_load(c, ctx->gw->prefix, &rows, err, err_size)
+                 : report_measures_load(c, ctx->gw->prefix, ctx->report_from, ctx->report_to, &rows,
+                                        err, err_size);
+    if (rc)
+        return -1;
+    ctx->answer = ctx->report_list == GW_REPORT_SUBJECTS
+                      ? report_subjects_render(rows, ctx->report_now, ctx->report_csv)
+                      : report_measures_render(rows, ctx->report_from, ctx->report_to,
+                                               ctx->report_now, ctx->report_csv);
+    json_decref(rows);
+    return 0;
+}
 
 /* In the thread pool: a connection of its own, the synchronous read, the rendering. Only
  * ctx's report fields and read-only gateway settings are touched here. */
@@ -1285,17 +1306,24 @@ static void gw_report_work(uv_work_t *w)
         snprintf(ctx->report_err, sizeof(ctx->report_err), "Redis unreachable: %s", err);
         return;
     }
-    report_t r;
-    int rc = report_load(c, ctx->gw->prefix, ctx->report_from, ctx->report_to, ctx->report_now, &r,
+    int rc;
+    if (ctx->report_list != GW_REPORT_EFFECTS) {
+        rc = gw_report_lists(ctx, c, err, sizeof(err));
+    } else {
+        report_t r;
+        rc = report_load(c, ctx->gw->prefix, ctx->report_from, ctx->report_to, ctx->report_now, &r,
                          err, sizeof(err));
+        if (!rc) {
+            ctx->answer = ctx->report_csv ? report_render_csv(&r) : report_render_json(&r);
+            report_free(&r);
+        }
+    }
     redisFree(c);
     if (rc) {
         ctx->report_status = 503;
         snprintf(ctx->report_err, sizeof(ctx->report_err), "cannot read the ledger: %s", err);
         return;
     }
-    ctx->answer = ctx->report_csv ? report_render_csv(&r) : report_render_json(&r);
-    report_free(&r);
     if (!ctx->answer) {
         ctx->report_status = 500;
         snprintf(ctx->report_err, sizeof(ctx->report_err), "out of memory");
@@ -1349,10 +1377,16 @@ static int gw_report_bound(gw_ctx_t *ctx, const char *query, const char *name, i
 static void gw_reports(gw_ctx_t *ctx)
 {
     const char *query = http_request_query(ctx->req);
-    if (gw_report_bound(ctx, query, "from", &ctx->report_from) ||
-        gw_report_bound(ctx, query, "to", &ctx->report_to))
+    const char *path = http_request_path(ctx->req);
+    ctx->report_list = !strcmp(path, "/v1/reports/subjects")   ? GW_REPORT_SUBJECTS
+                       : !strcmp(path, "/v1/reports/measures") ? GW_REPORT_MEASURES
+                                                               : GW_REPORT_EFFECTS;
+    /* The subjects list is a snapshot of now: it takes no period. */
+    if (ctx->report_list != GW_REPORT_SUBJECTS &&
+        (gw_report_bound(ctx, query, "from", &ctx->report_from) ||
+         gw_report_bound(ctx, query, "to", &ctx->report_to)))
         return;
-    if (ctx->report_to <= ctx->report_from) {
+    if (ctx->report_list != GW_REPORT_SUBJECTS && ctx->report_to <= ctx->report_from) {
         ctx_error(ctx, 400, "bad_range", "to must be after from", "to", NULL);
         return;
     }

@@ -71,6 +71,9 @@ gateway_route_t gateway_api_route(const char *path)
     size_t tl, il;
     if (api_subject_segments(path, &t, &tl, &i, &il) == 0)
         return GATEWAY_ROUTE_MEASURES;
+    /* The other reports share the effects list's route (scope, metrics label). */
+    if (!strcmp(path, "/v1/reports/subjects") || !strcmp(path, "/v1/reports/measures"))
+        return GATEWAY_ROUTE_REPORTS;
     return GATEWAY_ROUTE_NONE;
 }
 

@@ -316,7 +316,7 @@ static int http_get(int port, const char *path, const char *token, const char *e
                      "GET %s HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n%s"
                      "Connection: close\r\n\r\n",
                      path, token, extra ? extra : "");
-    static char buf[65536];
+    static char buf[262144];
     size_t len = 0;
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, req, (size_t)n) == n) {
         ssize_t r;
@@ -481,7 +481,8 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     assert_non_null(tk);
     assert_int_equal(sscanf(tk + 1, "token: %127s", token), 1);
     gwfx_t *fx = gwfx_start(h->cfg);
-    char path[256], body[8192];
+    char path[256];
+    static char body[65536];
     snprintf(path, sizeof(path), "/v1/reports/effects?from=%lld&to=%lld", (long long)from,
              (long long)to);
     int st = -1;
@@ -500,6 +501,25 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     assert_string_equal(row(rep, "transport"), "2/0/2/0/0/0");
     assert_string_equal(row(rep, "market"), "1/0/0/0/0/1");
     json_decref(rep);
+    /* The subjects and measures lists too, the same as jrpctl's. */
+    assert_int_equal(http_get(fx->port, "/v1/reports/subjects", token, "Accept: text/csv\r\n", body,
+                              sizeof(body)),
+                     200);
+    assert_string_equal(body, report_subjects(h, "csv"));
+    snprintf(path, sizeof(path), "/v1/reports/measures?from=%lld&to=%lld", (long long)from,
+             (long long)to);
+    assert_int_equal(http_get(fx->port, path, token, "Accept: text/csv\r\n", body, sizeof(body)),
+                     200);
+    char mcsv[65536];
+    assert_int_equal(harness_jrpctl(h, mcsv, sizeof(mcsv),
+                                    "report --list measures --from %lld --to %lld --format csv",
+                                    (long long)from, (long long)to),
+                     0);
+    assert_string_equal(body, mcsv);
+    assert_non_null(strstr(body, "\r\noverload-2017,"));
+    assert_int_equal(
+        http_get(fx->port, "/v1/reports/measures?from=1", token, NULL, body, sizeof(body)), 400);
+    assert_non_null(strstr(body, "\"field\":\"to\""));
     gwfx_stop(fx);
 
     /* A period before the listing is empty. */
