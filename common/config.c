@@ -108,6 +108,10 @@ const config_def_t config_defs[] = {
      "working days a department has to report EXECUTED or REJECTED"},
     {"ledger.calendar", CONFIG_STRING, "deploy/calendar/cn-workdays.json", 0, 0, NULL,
      "working-day calendar (holidays and adjusted working days)"},
+    {"ledger.scan_ms", CONFIG_INT, "1000", 50, 60000, NULL,
+     "how often due alerts are looked for (and a batch held while Redis is down is retried)"},
+    {"ledger.workday_seconds", CONFIG_INT, "0", 0, 86400, NULL,
+     "tests and drills only: every working day lasts this many seconds (0 = the calendar)"},
 };
 /* clang-format on */
 const size_t config_defs_count = sizeof(config_defs) / sizeof(config_defs[0]);
