@@ -15,12 +15,12 @@
 static const char ctl_report_usage[] =
     "usage: jrpctl report --from TIME --to TIME [--format json|csv]\n"
     "       jrpctl report --list subjects [--format json|csv]\n"
+    "       jrpctl report --list measures --from TIME --to TIME [--format json|csv]\n"
     "The effects list (成效清单) of actions issued in [from, to): per memorandum and department,\n"
     "applied, lifted, executed, rejected, pending and overdue, with the 双公示 disclosures "
     "decided\n"
     "in the period (JSON only). TIME: epoch milliseconds, YYYY-MM-DD (00:00 China Standard Time)\n"
     "or an RFC 3339 date-time (2026-11-27T08:00:00+08:00).\n"
-    "       jrpctl report --list measures --from TIME --to TIME [--format json|csv]\n"
     "--list subjects: the subjects list (对象清单), every subject listed now, on which lists,\n"
     "since when. --list measures: the measures list (措施清单), every measure of the active\n"
     "rule set with its text and legal basis, and how often it was applied and lifted in the\n"
