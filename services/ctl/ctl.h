@@ -20,6 +20,8 @@ int ctl_token(config_t *cfg, int argc, char **argv);
 int ctl_dlq(config_t *cfg, int argc, char **argv);
 int ctl_rebuild(config_t *cfg, int argc, char **argv);
 int ctl_topics(config_t *cfg, int argc, char **argv);
+int ctl_replay(config_t *cfg, int argc, char **argv);
+int ctl_check(config_t *cfg, int argc, char **argv);
 int ctl_report(config_t *cfg, int argc, char **argv);
 
 /* Print "jrpctl: message" on stderr; returns 1 (the exit code of a failed command). */

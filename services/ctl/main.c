@@ -17,6 +17,8 @@ static const ctl_command_t ctl_commands[] = {
     {"dlq", "list, show and redrive dead letters", ctl_dlq},
     {"rebuild", "bring Redis back from Kafka (states, rules, tokens)", ctl_rebuild},
     {"topics", "create every topic jrp uses (topics ensure)", ctl_topics},
+    {"replay", "re-decide a period in memory and compare with the record (audits)", ctl_replay},
+    {"check", "the credit check: measures in force for a subject (check TYPE ID)", ctl_check},
     {"report", "the effects list of a period (report --from --to [--format json|csv])", ctl_report},
 };
 
