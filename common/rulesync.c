@@ -287,7 +287,19 @@ int rulesync_ensure_topics(const config_t *cfg, const char *const *departments, 
         goto done;
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, names[0], NULL);
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, RULESYNC_TIMEOUT_MS);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    /* A broker that has just created the topic may not list it for a moment: ask again. */
+    for (int waited = 0;; waited += 200) {
+        err = rd_kafka_metadata(rk, 0, rkt, &md, RULESYNC_TIMEOUT_MS);
+        int pending = !err && md->topic_cnt == 1 &&
+                      (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                       md->topics[0].err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE);
+        if (!pending || waited >= RULESYNC_TIMEOUT_MS)
+            break;
+        rd_kafka_metadata_destroy(md);
+        md = NULL;
+        usleep(200000);
+    }
     rd_kafka_topic_destroy(rkt);
     if (err || md->topic_cnt != 1 || md->topics[0].err) {
         snprintf(errstr, errstr_size, "metadata of %s: %s", names[0],

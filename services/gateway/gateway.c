@@ -1489,7 +1489,8 @@ static void gw_on_ready_ping(redis_async_t *ra, redisReply *reply, void *arg)
         ctx->redis_ok = 1;
         snprintf(ctx->redis_msg, sizeof(ctx->redis_msg), "ok");
     } else {
-        ctx->gw->m.redis_errors++;
+        /* A probe, not a request that failed: /readyz says it, redis_up shows it, and the error
+         * counter keeps to the work (a start-up probe before the connection is up is normal). */
         snprintf(ctx->redis_msg, sizeof(ctx->redis_msg), "Redis does not answer PING: %.200s",
                  reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "not connected");
     }
