@@ -36,6 +36,7 @@
 #include "kafka.h"
 #include "pbjson.h"
 #include "redis.h"
+#include "report.h"
 #include "topicscan.h"
 
 #define CTL_DLQ_TIMEOUT_MS 30000
@@ -116,84 +117,10 @@ static int ctl_dlq_usage(FILE *out, int rc)
     return rc;
 }
 
-/* Parse n digits at *s into *out; advances *s. 0 or -1. */
-static int ctl_dlq_digits(const char **s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)(*s)[i]))
-            return -1;
-        v = v * 10 + ((*s)[i] - '0');
-    }
-    *s += n;
-    *out = v;
-    return 0;
-}
-
-/* TIME: epoch milliseconds, or RFC 3339 (YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm)). 0/-1. */
+/* TIME: epoch milliseconds, a date (00:00 China Standard Time) or RFC 3339. 0/-1. */
 static int ctl_dlq_parse_time(const char *s, int64_t *ms)
 {
-    size_t len = strlen(s);
-    if (len && strspn(s, "0123456789") == len) {
-        errno = 0;
-        long long v = strtoll(s, NULL, 10);
-        if (errno || v <= 0)
-            return -1;
-        *ms = v;
-        return 0;
-    }
-    struct tm tm = {0};
-    int y, mo, d, h, mi, sec;
-    const char *p = s;
-    if (ctl_dlq_digits(&p, 4, &y) || *p++ != '-' || ctl_dlq_digits(&p, 2, &mo) || *p++ != '-' ||
-        ctl_dlq_digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
-        return -1;
-    p++;
-    if (ctl_dlq_digits(&p, 2, &h) || *p++ != ':' || ctl_dlq_digits(&p, 2, &mi) || *p++ != ':' ||
-        ctl_dlq_digits(&p, 2, &sec))
-        return -1;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-        return -1;
-    int frac_ms = 0;
-    if (*p == '.') {
-        p++;
-        int digits = 0;
-        while (isdigit((unsigned char)*p)) {
-            if (digits < 3)
-                frac_ms = frac_ms * 10 + (*p - '0');
-            digits++;
-            p++;
-        }
-        if (!digits)
-            return -1;
-        for (; digits < 3; digits++)
-            frac_ms *= 10;
-    }
-    int offset_min = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int sign = *p++ == '-' ? -1 : 1, oh, om;
-        if (ctl_dlq_digits(&p, 2, &oh) || *p++ != ':' || ctl_dlq_digits(&p, 2, &om) || oh > 23 ||
-            om > 59)
-            return -1;
-        offset_min = sign * (oh * 60 + om);
-    } else {
-        return -1;
-    }
-    if (*p)
-        return -1;
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
-    return *ms > 0 ? 0 : -1;
+    return report_parse_time(s, ms) || *ms <= 0 ? -1 : 0;
 }
 
 /* RFC 3339 in UTC with milliseconds ("2026-11-27T03:01:02.123Z"). */

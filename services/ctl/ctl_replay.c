@@ -32,6 +32,7 @@
 #include "jrp/v1/rules.pb-c.h"
 #include "jrp/v1/state.pb-c.h"
 #include "kafka.h"
+#include "report.h"
 #include "rules.h"
 #include "store.h"
 
@@ -185,65 +186,6 @@ static int64_t rp_now_ms(void)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
-/*
- * A time: epoch milliseconds, or RFC 3339 ("2026-03-01", "2026-03-01T08:00:00Z",
- * "2026-03-01T08:00:00+08:00"); a date alone is midnight China Standard Time (UTC+8), the
- * time the departments' documents use. 0 or -1.
- */
-static int rp_parse_time(const char *s, int64_t *out)
-{
-    char *end;
-    if (*s >= '0' && *s <= '9' && !strchr(s, '-')) {
-        errno = 0;
-        long long v = strtoll(s, &end, 10);
-        if (errno || *end || v < 0)
-            return -1;
-        *out = v;
-        return 0;
-    }
-    int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
-    if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
-        return -1;
-    const char *p = s + 10;
-    int64_t offset_s = 8 * 3600; /* a date alone: CST */
-    if (*p == 'T' || *p == ' ') {
-        int m = 0;
-        if (sscanf(p + 1, "%2d:%2d%n", &h, &mi, &m) != 2 || m != 5)
-            return -1;
-        p += 1 + m;
-        if (*p == ':') {
-            if (sscanf(p + 1, "%2d%n", &sec, &m) != 1 || m != 2)
-                return -1;
-            p += 3;
-        }
-        if (*p == 'Z' && !p[1]) {
-            offset_s = 0;
-        } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-            int oh, om;
-            if (sscanf(p + 1, "%2d:%2d", &oh, &om) != 2 || oh > 23 || om > 59)
-                return -1;
-            offset_s = (*p == '+' ? 1 : -1) * (oh * 3600 + om * 60);
-        } else {
-            return -1;
-        }
-    } else if (*p) {
-        return -1;
-    }
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-        return -1;
-    struct tm tm = {.tm_year = y - 1900,
-                    .tm_mon = mo - 1,
-                    .tm_mday = d,
-                    .tm_hour = h,
-                    .tm_min = mi,
-                    .tm_sec = sec};
-    time_t t = timegm(&tm);
-    if (tm.tm_mday != d) /* 2026-02-30 */
-        return -1;
-    *out = ((int64_t)t - offset_s) * 1000;
-    return 0;
 }
 
 static int rp_cmp_str(const void *a, const void *b)
@@ -957,9 +899,9 @@ int ctl_replay(config_t *cfg, int argc, char **argv)
     }
     if (!from || !to)
         return ctl_fail("replay needs --from and --to (jrpctl replay --help)");
-    if (rp_parse_time(from, &rp.from_ms))
+    if (report_parse_time(from, &rp.from_ms))
         return ctl_fail("--from: \"%s\" is not epoch ms or an RFC 3339 time", from);
-    if (rp_parse_time(to, &rp.to_ms))
+    if (report_parse_time(to, &rp.to_ms))
         return ctl_fail("--to: \"%s\" is not epoch ms or an RFC 3339 time", to);
     if (rp.to_ms <= rp.from_ms)
         return ctl_fail("--to must be after --from");

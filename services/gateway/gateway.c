@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <sys/time.h>
 
+#include "check.h"
 #include "gateway_api.h"
 #include "http.h"
 #include "ids.h"
@@ -931,43 +932,16 @@ static void gw_rules_keep(gateway_t *gw, Jrp__V1__RuleSet *rs)
     gw->rules[victim].used_ms = uv_now(gw->loop);
 }
 
-/* The measure's text and legal basis as its rule-set version states them. 0 or -1. */
-static int gw_measure_texts(const Jrp__V1__RuleSet *rs, const Jrp__V1__Action *a, const char **text,
-                            const char **basis)
-{
-    for (size_t i = 0; i < rs->n_memoranda; i++) {
-        const Jrp__V1__Memorandum *m = rs->memoranda[i];
-        if (strcmp(m->id, a->memorandum_id) != 0)
-            continue;
-        for (size_t k = 0; k < m->n_measures; k++) {
-            const Jrp__V1__MemorandumMeasure *mm = m->measures[k];
-            if (strcmp(mm->department, a->department) != 0 ||
-                strcmp(mm->measure, a->measure_code) != 0)
-                continue;
-            *text = mm->text;
-            *basis = mm->basis;
-            if (!mm->basis[0])
-                for (size_t c = 0; c < rs->n_catalogue; c++)
-                    if (strcmp(rs->catalogue[c]->code, mm->measure) == 0)
-                        *basis = rs->catalogue[c]->basis;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* The rule-set version a measure of the state came from. */
-static int64_t gw_measure_version(const Jrp__V1__SubjectState *st, const Jrp__V1__Action *a)
-{
-    return a->ruleset_version ? a->ruleset_version : st->ruleset_version;
-}
-
-/* Is the state's measure i part of the answer: in force at now_ms, for the department asked? */
+/* Is a state's measure part of the answer: in force at now_ms, for the department asked? */
 static int gw_measure_wanted(const gw_ctx_t *ctx, const Jrp__V1__Action *a, int64_t now_ms)
 {
-    if (a->valid_until_ms != 0 && a->valid_until_ms <= now_ms)
-        return 0; /* lapsed; the engine's expiry timer lifts it within a second or so */
-    return ctx->all_departments || strcmp(a->department, ctx->department) == 0;
+    return check_measure_wanted(a, ctx->all_departments ? NULL : ctx->department, now_ms);
+}
+
+/* check_answer's way to a rule-set version: the ones kept here (loaded before answering). */
+static const Jrp__V1__RuleSet *gw_check_rules(int64_t version, void *arg)
+{
+    return gw_rules_find(arg, version);
 }
 
 static void gw_check_produced(gw_ctx_t *ctx)
@@ -1007,40 +981,11 @@ static void gw_check_answer(gw_ctx_t *ctx)
         if (!acts || !ptrs)
             goto oom;
     }
-    for (size_t i = 0; st && i < st->n_measures; i++) {
-        const Jrp__V1__Action *a = st->measures[i];
-        if (!gw_measure_wanted(ctx, a, now))
-            continue;
-        const Jrp__V1__RuleSet *rs = gw_rules_find(gw, gw_measure_version(st, a));
-        const char *text = NULL, *basis = NULL;
-        if (!rs || gw_measure_texts(rs, a, &text, &basis) != 0) {
-            char msg[512];
-            snprintf(msg, sizeof(msg),
-                     "the texts of measure %s/%s of memorandum %s are not in rule set version %lld",
-                     a->department, a->measure_code, a->memorandum_id,
-                     (long long)gw_measure_version(st, a));
-            ctx_error(ctx, 503, "rules_unavailable", msg, NULL, gw_retry);
-            goto done;
-        }
-        /* The answer borrows the state's and the rule set's strings; nothing is copied. */
-        Jrp__V1__Action *o = &acts[n];
-        jrp__v1__action__init(o);
-        o->action_id = a->action_id;
-        o->department = a->department;
-        o->measure_code = a->measure_code;
-        o->measure_kind = a->measure_kind;
-        o->measure_text = (char *)text;
-        o->legal_basis = (char *)basis;
-        o->memorandum_id = a->memorandum_id;
-        o->memorandum_version = a->memorandum_version;
-        o->list_code = a->list_code;
-        o->grade_field = a->grade_field;
-        o->grade = a->grade;
-        o->cause_event_id = a->cause_event_id;
-        o->valid_from_ms = a->valid_from_ms;
-        o->valid_until_ms = a->valid_until_ms;
-        o->ruleset_version = gw_measure_version(st, a);
-        ptrs[n++] = o;
+    char why[512];
+    if (check_answer(st, ctx->all_departments ? NULL : ctx->department, now, gw_check_rules, gw,
+                     acts, ptrs, &n, why, sizeof(why))) {
+        ctx_error(ctx, 503, "rules_unavailable", why, NULL, gw_retry);
+        goto done;
     }
 
     /* Unique, not secret: 64 random bits drawn at start-up, then a counter. */
@@ -1188,11 +1133,11 @@ static void gw_on_state(redis_async_t *ra, redisReply *reply, void *arg)
         const Jrp__V1__Action *a = st->measures[i];
         if (!gw_measure_wanted(ctx, a, now))
             continue;
-        int64_t v = gw_measure_version(st, a);
+        int64_t v = check_measure_version(st, a);
         int seen = gw_rules_find(gw, v) != NULL;
         for (size_t k = 0; k < i && !seen; k++)
             seen = gw_measure_wanted(ctx, st->measures[k], now) &&
-                   gw_measure_version(st, st->measures[k]) == v;
+                   check_measure_version(st, st->measures[k]) == v;
         if (seen)
             continue;
         gw_rules_req_t *rr = malloc(sizeof(*rr));
