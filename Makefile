@@ -60,7 +60,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(VDIR)/bench/%,$(BENCH_SRC))
 FORMAT_FILES = $(shell find common services tests bench -name '*.[ch]' 2>/dev/null)
 
 .PHONY: fuzzers all bins tests benches deps up down test test-unit test-integration demo bench \
-        format format-check clean help
+        format format-check clean help docs
 .DEFAULT_GOAL := all
 # Generated sources are kept (make would delete them as intermediates).
 .SECONDARY: $(GEN_C) $(GEN_H)
@@ -75,9 +75,15 @@ help:
 	@echo "make bench           benchmarks, each printed beside its baseline"
 	@echo "make deps            install missing Debian packages (apt-get, when root)"
 	@echo "make format-check    clang-format check; make format rewrites"
+	@echo "make docs            regenerate docs/configuration.md from the config table"
 	@echo "make SANITIZE=address,undefined ...   sanitized build in $(BUILD)/san/"
 
 bins: $(BINS)
+
+# docs/configuration.md is generated from common/config.c's table (tests/scripts/test_docs.sh
+# fails when they differ).
+docs: $(BINDIR)/jrpctl
+	$(BINDIR)/jrpctl config keys > docs/configuration.md
 tests: $(TEST_BINS) $(BINS)
 benches: $(BENCH_BINS) $(BINS)
 

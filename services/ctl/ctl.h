@@ -22,6 +22,7 @@ int ctl_rebuild(config_t *cfg, int argc, char **argv);
 int ctl_topics(config_t *cfg, int argc, char **argv);
 int ctl_replay(config_t *cfg, int argc, char **argv);
 int ctl_check(config_t *cfg, int argc, char **argv);
+int ctl_config(config_t *cfg, int argc, char **argv);
 int ctl_report(config_t *cfg, int argc, char **argv);
 
 /* Print "jrpctl: message" on stderr; returns 1 (the exit code of a failed command). */

@@ -19,6 +19,7 @@ static const ctl_command_t ctl_commands[] = {
     {"topics", "create every topic jrp uses (topics ensure)", ctl_topics},
     {"replay", "re-decide a period in memory and compare with the record (audits)", ctl_replay},
     {"check", "the credit check: measures in force for a subject (check TYPE ID)", ctl_check},
+    {"config", "the configuration keys (config keys: the table as Markdown)", ctl_config},
     {"report", "the effects list of a period (report --from --to [--format json|csv])", ctl_report},
 };
 
