@@ -1,112 +1,16 @@
 /*
  * jrp-ledger: action status, effects list, overdue feedback and 双公示 deadlines. See ledger.h.
  */
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#include "config.h"
 #include "ledger.h"
-#include "log.h"
-#include "ops.h"
+#include "service.h"
 
-extern char **environ;
-
-static uv_signal_t sig_int, sig_term;
-static ledger_t *led;
-static ops_server_t *ops;
-
-static void on_stopped(void *arg)
-{
-    (void)arg;
-    uv_close((uv_handle_t *)&sig_int, NULL);
-    uv_close((uv_handle_t *)&sig_term, NULL);
-    ops_stop(ops, NULL, NULL);
-    ops = NULL;
-}
-
-static const char *ops_ready(void *arg)
-{
-    (void)arg;
-    return ledger_not_ready(led);
-}
-
-static void ops_metrics(ops_text_t *t, void *arg)
-{
-    (void)arg;
-    ledger_write_metrics(led, t);
-}
-
-static void on_signal(uv_signal_t *h, int signum)
-{
-    (void)h;
-    log_info("signal %d: stopping", signum);
-    uv_signal_stop(&sig_int);
-    uv_signal_stop(&sig_term);
-    ledger_stop(led, on_stopped, NULL);
-}
+SERVICE_ADAPTERS(ledger, ledger_t)
 
 int main(int argc, char **argv)
 {
-    char err[1024];
-    config_t *cfg = config_create();
-    if (!cfg || config_from_args(cfg, &argc, argv, environ, err, sizeof(err))) {
-        fprintf(stderr, "jrp-ledger: %s\n", cfg ? err : "out of memory");
-        config_destroy(cfg);
-        return 2;
-    }
-    if (argc > 1) {
-        int help = !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help");
-        fprintf(
-            help ? stdout : stderr,
-            "usage: jrp-ledger [-c FILE] [-o key=value]...\n"
-            "Keeps the status of every action and disclosure; raises overdue and 双公示 alerts.\n"
-            "Configuration keys: ledger.* (see docs/ledger.md); JRP_* variables apply.\n");
-        config_destroy(cfg);
-        return help ? 0 : 2;
-    }
-    log_set_service("ledger");
-    log_set_level_name(config_get(cfg, "log.level"));
-    log_set_json(!strcmp(config_get(cfg, "log.format"), "json"));
-    signal(SIGPIPE, SIG_IGN);
-
-    uv_loop_t *loop = uv_default_loop();
-    led = ledger_create(loop, cfg, err, sizeof(err));
-    if (!led) {
-        log_error("cannot start: %s", err);
-        config_destroy(cfg);
-        return 1;
-    }
-    const char *listen = config_get(cfg, "ledger.listen");
-    ops = ops_start(loop, listen, ops_metrics, ops_ready, NULL, err, sizeof(err));
-    if (!ops) {
-        log_error("cannot open the ops port ledger.listen = %s: %s", listen, err);
-        ledger_destroy(led);
-        config_destroy(cfg);
-        return 1;
-    }
-    log_info("ops port %s, bound to port %d (/healthz, /readyz, /metrics)", listen, ops_port(ops));
-    uv_signal_init(loop, &sig_int);
-    uv_signal_init(loop, &sig_term);
-    uv_signal_start(&sig_int, on_signal, SIGINT);
-    uv_signal_start(&sig_term, on_signal, SIGTERM);
-    if (ledger_start(led)) {
-        log_error("cannot start the loop");
-        _exit(1);
-    }
-    uv_run(loop, UV_RUN_DEFAULT);
-    if (ledger_failed(led)) {
-        /* Offsets stay where the last commit left them: the restarted process reads again what
-         * was not committed, which changes nothing already recorded. */
-        log_error("exiting after a fatal error");
-        _exit(1);
-    }
-    ledger_destroy(led);
-    int rc = uv_loop_close(loop) == 0 ? 0 : 1;
-    if (rc)
-        log_error("handles left open at exit");
-    config_destroy(cfg);
-    return rc;
+    static const service_def_t def = SERVICE_DEF(
+        ledger, "ledger",
+        "Keeps the status of every action and disclosure; raises overdue and 双公示 "
+        "alerts.\nConfiguration keys: ledger.* (see docs/ledger.md); JRP_* variables apply.\n");
+    return service_main(&def, argc, argv);
 }
