@@ -65,6 +65,7 @@ topic.partitions = 3
 engine.instance = $P
 engine.group = $P
 gateway.listen = 127.0.0.1:$PORT
+engine.listen = 127.0.0.1:0
 log.level = warn
 EOF
 
