@@ -1339,8 +1339,9 @@ engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
     conf = rd_kafka_conf_new();
     char gid[200];
     snprintf(gid, sizeof(gid), "%s", config_get(cfg, "engine.group"));
-    if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "fetch.max.bytes", "8388608", errstr, errstr_size) ||
+    if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "fetch.max.bytes", "2097152", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "max.partition.fetch.bytes", "262144", errstr, errstr_size) ||
         config_apply_kafka(cfg, conf, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "group.id", gid, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "group.instance.id", eng->instance, errstr, errstr_size) ||
