@@ -250,32 +250,9 @@ static void expect_alerts(harness_t *h, size_t min, int quiet_ms, const char *wa
 static int http_get(int port, const char *path, const char *token, const char *extra, char *out,
                     size_t out_size)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = 20};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char req[2048];
-    int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n%s"
-                     "Connection: close\r\n\r\n",
-                     path, token, extra ? extra : "");
-    static char buf[262144];
-    size_t len = 0;
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, req, (size_t)n) == n) {
-        ssize_t r;
-        while (len + 1 < sizeof(buf) && (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
-            len += (size_t)r;
-    }
-    close(fd);
-    buf[len] = '\0';
-    int status = -1;
-    if (sscanf(buf, "HTTP/1.1 %d", &status) != 1)
-        status = -1;
-    const char *body = strstr(buf, "\r\n\r\n");
-    snprintf(out, out_size, "%s", body ? body + 4 : "");
-    return status;
+    char headers[1024];
+    snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n%s", token, extra ? extra : "");
+    return harness_http_get_headers(port, path, headers, out, out_size);
 }
 
 static void test_effects_overdue_disclosure_and_replay(void **state)

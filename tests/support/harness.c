@@ -203,23 +203,28 @@ int harness_log_port(harness_t *h, const char *log_path, int timeout_ms)
     return -1;
 }
 
-int harness_http_get(int port, const char *path, char *out, size_t out_size)
+int harness_http_get_headers(int port, const char *path, const char *headers, char *out,
+                             size_t out_size)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return -1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = 10};
+    struct timeval tv = {.tv_sec = 20};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char req[1024];
+    char req[4096];
     int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
-    char buf[65536];
-    size_t len = 0;
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, req, (size_t)n) == n) {
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n", path,
+                     headers ? headers : "");
+    /* The head and a body as large as out can take. */
+    size_t cap = out_size + 65536, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    if (n > 0 && (size_t)n < sizeof(req) && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        write(fd, req, (size_t)n) == n) {
         ssize_t r;
-        while (len + 1 < sizeof(buf) && (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+        while (len + 1 < cap && (r = read(fd, buf + len, cap - 1 - len)) > 0)
             len += (size_t)r;
     }
     close(fd);
@@ -230,7 +235,13 @@ int harness_http_get(int port, const char *path, char *out, size_t out_size)
     const char *body = strstr(buf, "\r\n\r\n");
     if (out && out_size)
         snprintf(out, out_size, "%s", body ? body + 4 : "");
+    free(buf);
     return status;
+}
+
+int harness_http_get(int port, const char *path, char *out, size_t out_size)
+{
+    return harness_http_get_headers(port, path, NULL, out, out_size);
 }
 
 void harness_engine_start(harness_t *h)

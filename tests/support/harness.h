@@ -57,6 +57,9 @@ int harness_service_stop(pid_t pid, int sig);
 int harness_log_port(harness_t *h, const char *log_path, int timeout_ms);
 /* GET http://127.0.0.1:port/path; the status (-1 if no answer) and the body into out. */
 int harness_http_get(int port, const char *path, char *out, size_t out_size);
+/* The same with request headers: NULL or "Name: value\r\n" lines. */
+int harness_http_get_headers(int port, const char *path, const char *headers, char *out,
+                             size_t out_size);
 /* Produce events as protobuf, keyed by subject key (murmur2), and wait for acknowledgement. */
 void harness_send(harness_t *h, Jrp__V1__CreditEvent **events, size_t n);
 /* Produce raw bytes with a key to the events topic (for dead-letter tests). */
