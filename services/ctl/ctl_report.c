@@ -33,6 +33,19 @@ static int64_t ctl_report_now_ms(void)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+/* Print a rendered list (taking it; NULL means it could not be rendered): JSON gets a final
+ * newline, CSV ends with its last row's. Returns the exit code. */
+static int ctl_report_print(char *out, int csv)
+{
+    if (!out)
+        return ctl_fail("report: out of memory");
+    fputs(out, stdout);
+    if (!csv)
+        fputc('\n', stdout);
+    free(out);
+    return fflush(stdout) ? ctl_fail("report: cannot write the output") : 0;
+}
+
 static int ctl_report_subjects(config_t *cfg, int csv)
 {
     char err[512];
@@ -46,13 +59,7 @@ static int ctl_report_subjects(config_t *cfg, int csv)
         return ctl_fail("report: %s", err);
     char *out = report_subjects_render(subjects, ctl_report_now_ms(), csv);
     json_decref(subjects);
-    if (!out)
-        return ctl_fail("report: out of memory");
-    fputs(out, stdout);
-    if (!csv)
-        fputc('\n', stdout);
-    free(out);
-    return fflush(stdout) ? ctl_fail("report: cannot write the output") : 0;
+    return ctl_report_print(out, csv);
 }
 
 int ctl_report(config_t *cfg, int argc, char **argv)
@@ -105,13 +112,7 @@ int ctl_report(config_t *cfg, int argc, char **argv)
             return ctl_fail("report: %s", err);
         char *mout = report_measures_render(rows, from_ms, to_ms, now, csv);
         json_decref(rows);
-        if (!mout)
-            return ctl_fail("report: out of memory");
-        fputs(mout, stdout);
-        if (!csv)
-            fputc('\n', stdout);
-        free(mout);
-        return fflush(stdout) ? ctl_fail("report: cannot write the output") : 0;
+        return ctl_report_print(mout, csv);
     }
     report_t r;
     int rc =
@@ -121,11 +122,5 @@ int ctl_report(config_t *cfg, int argc, char **argv)
         return ctl_fail("report: %s", err);
     char *out = csv ? report_render_csv(&r) : report_render_json(&r);
     report_free(&r);
-    if (!out)
-        return ctl_fail("report: out of memory");
-    fputs(out, stdout);
-    if (!csv)
-        fputc('\n', stdout);
-    free(out);
-    return fflush(stdout) ? ctl_fail("report: cannot write the output") : 0;
+    return ctl_report_print(out, csv);
 }
