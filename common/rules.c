@@ -50,18 +50,23 @@ void rules_sha256_hex(const void *data, size_t len, char out[65])
     out[64] = '\0';
 }
 
-/* SHA-256 over the parts, each followed by a 0x1f separator, as 32 hex characters. */
+/* SHA-256 over the parts, each followed by a 0x1f separator, as 32 hex characters. A part may
+ * be split in pieces: a NULL in parts ends a part early (its pieces are concatenated). */
 static void rules__id(const char **parts, size_t n, char out[33])
 {
     char buf[2048];
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
+        if (!parts[i]) { /* a separator */
+            if (len < sizeof(buf))
+                buf[len++] = 0x1f;
+            continue;
+        }
         size_t pl = strlen(parts[i]);
         if (len + pl + 1 > sizeof(buf))
             pl = sizeof(buf) - len - 1; /* parts are validated to be far shorter */
         memcpy(buf + len, parts[i], pl);
         len += pl;
-        buf[len++] = 0x1f;
     }
     char hex[65];
     rules_sha256_hex(buf, len, hex);
@@ -69,19 +74,62 @@ static void rules__id(const char **parts, size_t n, char out[33])
     out[32] = '\0';
 }
 
+/* A decimal number into buf (at least 21 bytes); returns buf. Without snprintf: ids are made for
+ * every action, and formatting was a tenth of the matcher's time. */
+static const char *rules__decimal(int64_t v, char buf[24])
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t o = 0;
+    if (v < 0)
+        buf[o++] = '-';
+    while (n)
+        buf[o++] = tmp[--n];
+    buf[o] = '\0';
+    return buf;
+}
+
+/* The id of an APPLY; the trigger is given in up to three pieces (prefix, code, "=grade"). */
+static void rules__apply_id3(const char *cause_event_id, int64_t ruleset_version,
+                             const char *memorandum_id, const char *department, const char *measure,
+                             const char *t1, const char *t2, const char *t3, char out[33])
+{
+    char v[24];
+    const char *parts[] = {"apply",
+                           NULL,
+                           cause_event_id,
+                           NULL,
+                           rules__decimal(ruleset_version, v),
+                           NULL,
+                           memorandum_id,
+                           NULL,
+                           department,
+                           NULL,
+                           measure,
+                           NULL,
+                           t1,
+                           t2,
+                           t3,
+                           NULL};
+    rules__id(parts, sizeof(parts) / sizeof(parts[0]), out);
+}
+
 void rules_apply_id(const char *cause_event_id, int64_t ruleset_version, const char *memorandum_id,
                     const char *department, const char *measure, const char *trigger, char out[33])
 {
-    char v[24];
-    snprintf(v, sizeof(v), "%lld", (long long)ruleset_version);
-    const char *parts[] = {"apply", cause_event_id, v, memorandum_id, department, measure, trigger};
-    rules__id(parts, 7, out);
+    rules__apply_id3(cause_event_id, ruleset_version, memorandum_id, department, measure, trigger,
+                     "", "", out);
 }
 
 void rules_revoke_id(const char *apply_action_id, char out[33])
 {
-    const char *parts[] = {"revoke", apply_action_id};
-    rules__id(parts, 2, out);
+    const char *parts[] = {"revoke", NULL, apply_action_id, NULL};
+    rules__id(parts, 4, out);
 }
 
 int64_t rules_date_ms(const char *date)
@@ -113,10 +161,11 @@ static char *rules__strdup(const char *s)
     return strdup(s ? s : "");
 }
 
-/* Replace a protobuf-c string field (never freeing the shared empty default). */
+/* Replace a protobuf-c string field (never freeing the shared empty default, and using it for
+ * an empty value: free_unpacked leaves it alone). */
 static int rules__set_str(char **field, const char *v)
 {
-    char *n = rules__strdup(v);
+    char *n = v && v[0] ? strdup(v) : (char *)protobuf_c_empty_string;
     if (!n)
         return -1;
     if (*field && *field != protobuf_c_empty_string)
@@ -140,6 +189,87 @@ static void rules__remove(void **arr, size_t *n, size_t i)
 {
     memmove(&arr[i], &arr[i + 1], (*n - i - 1) * sizeof(void *));
     (*n)--;
+}
+
+/*
+ * The result's arena. A matcher result is many small protobuf-c messages and strings that all die
+ * together, so they are bump-allocated from chunks the result owns and released at once by
+ * rules_result_clear; one chunk per thread is kept for the next result. Malloc and free of each
+ * string were the largest cost of the matcher (docs/performance.md).
+ */
+#define RULES_CHUNK_SIZE (32 * 1024)
+
+typedef struct rules_chunk_s {
+    struct rules_chunk_s *next;
+    size_t size, used;
+    max_align_t data[]; /* size bytes */
+} rules_chunk_t;
+
+static _Thread_local rules_chunk_t *rules__spare_chunk;
+
+static void *rules__alloc(rules_result_t *res, size_t n)
+{
+    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    rules_chunk_t *c = res->arena;
+    if (!c || c->size - c->used < n) {
+        rules_chunk_t *nc;
+        if (n <= RULES_CHUNK_SIZE && rules__spare_chunk) {
+            nc = rules__spare_chunk;
+            rules__spare_chunk = NULL;
+        } else {
+            size_t size = n > RULES_CHUNK_SIZE ? n : RULES_CHUNK_SIZE;
+            if (!(nc = malloc(sizeof(*nc) + size)))
+                return NULL;
+            nc->size = size;
+        }
+        nc->used = 0;
+        nc->next = c;
+        res->arena = c = nc;
+    }
+    void *p = (unsigned char *)c->data + c->used;
+    c->used += n;
+    return p;
+}
+
+static void rules__arena_release(rules_result_t *res)
+{
+    for (rules_chunk_t *c = res->arena, *next; c; c = next) {
+        next = c->next;
+        if (!rules__spare_chunk && c->size == RULES_CHUNK_SIZE)
+            rules__spare_chunk = c;
+        else
+            free(c);
+    }
+    res->arena = NULL;
+}
+
+/* A string in the arena ("" is protobuf-c's shared empty string). */
+static char *rules__astr(rules_result_t *res, const char *s)
+{
+    if (!s || !s[0])
+        return (char *)protobuf_c_empty_string;
+    size_t len = strlen(s) + 1;
+    char *p = rules__alloc(res, len);
+    if (p)
+        memcpy(p, s, len);
+    return p;
+}
+
+/* Grow an array of the result by one (in the arena); returns the new slot or NULL. */
+static void **rules__apush(rules_result_t *res, void ***arr, size_t *n, size_t *cap)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        void **a = rules__alloc(res, ncap * sizeof(void *));
+        if (!a)
+            return NULL;
+        if (*n)
+            memcpy(a, *arr, *n * sizeof(void *));
+        *arr = a;
+        *cap = ncap;
+    }
+    (*arr)[*n] = NULL;
+    return &(*arr)[(*n)++];
 }
 
 /* --- loading ------------------------------------------------------------------------------- */
@@ -746,15 +876,7 @@ void rules_result_init(rules_result_t *res)
 
 void rules_result_clear(rules_result_t *res)
 {
-    for (size_t i = 0; i < res->n_actions; i++)
-        jrp__v1__action__free_unpacked(res->actions[i], NULL);
-    free(res->actions);
-    for (size_t i = 0; i < res->n_matched; i++)
-        jrp__v1__memorandum_ref__free_unpacked(res->matched[i], NULL);
-    free(res->matched);
-    for (size_t i = 0; i < res->n_suppressed; i++)
-        free(res->suppressed[i]);
-    free(res->suppressed);
+    rules__arena_release(res);
     rules_result_init(res);
 }
 
@@ -842,8 +964,9 @@ static int rules__add_suppressed(rules_result_t *res, const char *dept, const ch
     for (size_t i = 0; i < res->n_suppressed; i++)
         if (!strcmp(res->suppressed[i], buf))
             return 0;
-    void **slot = rules__push((void ***)&res->suppressed, &res->n_suppressed);
-    if (!slot || !(*slot = strdup(buf)))
+    void **slot =
+        rules__apush(res, (void ***)&res->suppressed, &res->n_suppressed, &res->cap_suppressed);
+    if (!slot || !(*slot = rules__astr(res, buf)))
         return -1;
     return 0;
 }
@@ -853,17 +976,15 @@ static int rules__add_matched(rules_result_t *res, const Jrp__V1__Memorandum *m)
     for (size_t i = 0; i < res->n_matched; i++)
         if (!strcmp(res->matched[i]->id, m->id))
             return 0;
-    Jrp__V1__MemorandumRef *ref = malloc(sizeof(*ref));
+    Jrp__V1__MemorandumRef *ref = rules__alloc(res, sizeof(*ref));
     if (!ref)
         return -1;
     jrp__v1__memorandum_ref__init(ref);
-    ref->id = rules__strdup(m->id);
-    ref->version = rules__strdup(m->version);
-    void **slot = rules__push((void ***)&res->matched, &res->n_matched);
-    if (!slot) {
-        jrp__v1__memorandum_ref__free_unpacked(ref, NULL);
+    if (!(ref->id = rules__astr(res, m->id)) || !(ref->version = rules__astr(res, m->version)))
         return -1;
-    }
+    void **slot = rules__apush(res, (void ***)&res->matched, &res->n_matched, &res->cap_matched);
+    if (!slot)
+        return -1;
     *slot = ref;
     return 0;
 }
@@ -955,77 +1076,105 @@ static Jrp__V1__Subject *rules__subject_copy(const Jrp__V1__Subject *s)
     return c;
 }
 
-/* A fresh action with every string allocated (so free_unpacked frees it). */
-static Jrp__V1__Action *rules__action_new(void)
+/* The subject, copied into the result's arena. */
+static Jrp__V1__Subject *rules__subject_acopy(rules_result_t *res, const Jrp__V1__Subject *s)
 {
-    Jrp__V1__Action *a = malloc(sizeof(*a));
-    if (!a)
+    Jrp__V1__Subject *c = rules__alloc(res, sizeof(*c));
+    if (!c)
         return NULL;
-    jrp__v1__action__init(a);
-    return a;
-}
-
-static Jrp__V1__Action *rules__action_copy(const Jrp__V1__Action *src)
-{
-    size_t len = jrp__v1__action__get_packed_size(src);
-    uint8_t stackbuf[2048], *buf = len <= sizeof(stackbuf) ? stackbuf : malloc(len);
-    if (!buf)
+    jrp__v1__subject__init(c);
+    c->type = s ? s->type : 0;
+    if (!(c->id = rules__astr(res, s ? s->id : "")) ||
+        !(c->name = rules__astr(res, s ? s->name : "")))
         return NULL;
-    jrp__v1__action__pack(src, buf);
-    Jrp__V1__Action *copy = jrp__v1__action__unpack(NULL, len, buf);
-    if (buf != stackbuf)
-        free(buf);
-    return copy;
+    return c;
 }
 
 static int rules__emit(rules_ctx_t *cx, Jrp__V1__Action *a)
 {
-    void **slot = rules__push((void ***)&cx->res->actions, &cx->res->n_actions);
-    if (!slot) {
-        jrp__v1__action__free_unpacked(a, NULL);
+    rules_result_t *res = cx->res;
+    void **slot = rules__apush(res, (void ***)&res->actions, &res->n_actions, &res->cap_actions);
+    if (!slot)
         return -1;
-    }
     *slot = a;
     return 0;
 }
 
-/* The APPLY for a due measure; for_state builds the trimmed copy the state keeps (no subject,
- * texts or issue time: see rules__trim_for_state). */
-static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d, int for_state)
+/* The id of the APPLY for a due measure. */
+static void rules__due_id(const rules_ctx_t *cx, const rules_due_t *d, char id[33])
 {
     const Jrp__V1__Memorandum *m = d->rm->m;
     const Jrp__V1__MemorandumMeasure *mm = m->measures[d->k];
+    /* The trigger part: "list:<code>" or "grade:<field>=<grade>". */
+    char field[80];
+    const char *t1 = "list:", *t2 = d->list_code, *t3 = "";
+    if (!d->list_code) {
+        size_t fl = strlen(d->grade_field);
+        if (fl > sizeof(field) - 2)
+            fl = sizeof(field) - 2;
+        memcpy(field, d->grade_field, fl);
+        field[fl] = '=';
+        field[fl + 1] = '\0';
+        t1 = "grade:", t2 = field, t3 = d->grade;
+    }
+    rules__apply_id3(cx->cause_event_id, cx->rules->rs->version, m->id, mm->department, mm->measure,
+                     t1, t2, t3, id);
+}
+
+/* The APPLY for a due measure, in the result's arena. */
+static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d, const char *id)
+{
+    rules_result_t *res = cx->res;
+    const Jrp__V1__Memorandum *m = d->rm->m;
+    const Jrp__V1__MemorandumMeasure *mm = m->measures[d->k];
     const Jrp__V1__CatalogueMeasure *c = d->rm->cat[d->k];
-    char trigger[160], id[33];
-    if (d->list_code)
-        snprintf(trigger, sizeof(trigger), "list:%s", d->list_code);
-    else
-        snprintf(trigger, sizeof(trigger), "grade:%s=%s", d->grade_field, d->grade);
-    rules_apply_id(cx->cause_event_id, cx->rules->rs->version, m->id, mm->department, mm->measure,
-                   trigger, id);
-    Jrp__V1__Action *a = rules__action_new();
+    Jrp__V1__Action *a = rules__alloc(res, sizeof(*a));
     if (!a)
         return NULL;
+    jrp__v1__action__init(a);
     a->op = JRP__V1__ACTION_OP__ACTION_OP_APPLY;
     a->measure_kind = c->kind;
     a->valid_from_ms = d->valid_from_ms;
     a->valid_until_ms = d->valid_until_ms;
     a->ruleset_version = cx->rules->rs->version;
-    if (!for_state) {
-        a->issued_at_ms = cx->now_ms;
-        a->subject = rules__subject_copy(cx->st->subject);
-        if (!a->subject || rules__set_str(&a->measure_text, mm->text) ||
-            rules__set_str(&a->legal_basis, mm->basis[0] ? mm->basis : c->basis)) {
-            jrp__v1__action__free_unpacked(a, NULL);
-            return NULL;
-        }
-    }
-    if (rules__set_str(&a->action_id, id) || rules__set_str(&a->department, mm->department) ||
-        rules__set_str(&a->measure_code, mm->measure) || rules__set_str(&a->memorandum_id, m->id) ||
-        rules__set_str(&a->memorandum_version, m->version) ||
-        rules__set_str(&a->list_code, d->list_code) ||
-        rules__set_str(&a->cause_event_id, cx->cause_event_id) ||
-        rules__set_str(&a->grade_field, d->grade_field) || rules__set_str(&a->grade, d->grade)) {
+    a->issued_at_ms = cx->now_ms;
+    if (!(a->subject = rules__subject_acopy(res, cx->st->subject)) ||
+        !(a->measure_text = rules__astr(res, mm->text)) ||
+        !(a->legal_basis = rules__astr(res, mm->basis[0] ? mm->basis : c->basis)) ||
+        !(a->action_id = rules__astr(res, id)) ||
+        !(a->department = rules__astr(res, mm->department)) ||
+        !(a->measure_code = rules__astr(res, mm->measure)) ||
+        !(a->memorandum_id = rules__astr(res, m->id)) ||
+        !(a->memorandum_version = rules__astr(res, m->version)) ||
+        !(a->list_code = rules__astr(res, d->list_code)) ||
+        !(a->cause_event_id = rules__astr(res, cx->cause_event_id)) ||
+        !(a->grade_field = rules__astr(res, d->grade_field)) ||
+        !(a->grade = rules__astr(res, d->grade)))
+        return NULL;
+    return a;
+}
+
+/* The trimmed copy of an APPLY the state keeps (no subject, texts or issue time), on the heap:
+ * the state is freed with free_unpacked. */
+static Jrp__V1__Action *rules__build_kept(const Jrp__V1__Action *ap)
+{
+    Jrp__V1__Action *a = malloc(sizeof(*a));
+    if (!a)
+        return NULL;
+    jrp__v1__action__init(a);
+    a->op = ap->op;
+    a->measure_kind = ap->measure_kind;
+    a->valid_from_ms = ap->valid_from_ms;
+    a->valid_until_ms = ap->valid_until_ms;
+    a->ruleset_version = ap->ruleset_version;
+    if (rules__set_str(&a->action_id, ap->action_id) ||
+        rules__set_str(&a->department, ap->department) ||
+        rules__set_str(&a->measure_code, ap->measure_code) ||
+        rules__set_str(&a->memorandum_id, ap->memorandum_id) ||
+        rules__set_str(&a->memorandum_version, ap->memorandum_version) ||
+        rules__set_str(&a->list_code, ap->list_code) ||
+        rules__set_str(&a->cause_event_id, ap->cause_event_id) ||
+        rules__set_str(&a->grade_field, ap->grade_field) || rules__set_str(&a->grade, ap->grade)) {
         jrp__v1__action__free_unpacked(a, NULL);
         return NULL;
     }
@@ -1052,32 +1201,38 @@ static void rules__measure_texts(const rules_t *rules, const Jrp__V1__Action *a,
     }
 }
 
+/* The REVOKE of a measure in force, in the result's arena: the APPLY's measure, validity and
+ * trigger, with this event as its cause. */
 static Jrp__V1__Action *rules__build_revoke(rules_ctx_t *cx, const Jrp__V1__Action *applied)
 {
-    Jrp__V1__Action *a = rules__action_copy(applied);
+    rules_result_t *res = cx->res;
     char id[33];
     const char *text, *basis;
+    Jrp__V1__Action *a = rules__alloc(res, sizeof(*a));
     if (!a)
         return NULL;
+    jrp__v1__action__init(a);
     rules__measure_texts(cx->rules, applied, &text, &basis);
-    if (a->subject)
-        jrp__v1__subject__free_unpacked(a->subject, NULL);
-    a->subject = rules__subject_copy(cx->st->subject);
-    if (!a->subject || rules__set_str(&a->measure_text, text) ||
-        rules__set_str(&a->legal_basis, basis)) {
-        jrp__v1__action__free_unpacked(a, NULL);
-        return NULL;
-    }
     rules_revoke_id(applied->action_id, id);
     a->op = JRP__V1__ACTION_OP__ACTION_OP_REVOKE;
+    a->measure_kind = applied->measure_kind;
+    a->valid_from_ms = applied->valid_from_ms;
+    a->valid_until_ms = applied->valid_until_ms;
     a->issued_at_ms = cx->now_ms;
     a->ruleset_version = cx->rules->rs->version;
-    if (rules__set_str(&a->action_id, id) ||
-        rules__set_str(&a->revokes_action_id, applied->action_id) ||
-        rules__set_str(&a->cause_event_id, cx->cause_event_id)) {
-        jrp__v1__action__free_unpacked(a, NULL);
+    if (!(a->subject = rules__subject_acopy(res, cx->st->subject)) ||
+        !(a->measure_text = rules__astr(res, text)) ||
+        !(a->legal_basis = rules__astr(res, basis)) || !(a->action_id = rules__astr(res, id)) ||
+        !(a->revokes_action_id = rules__astr(res, applied->action_id)) ||
+        !(a->department = rules__astr(res, applied->department)) ||
+        !(a->measure_code = rules__astr(res, applied->measure_code)) ||
+        !(a->memorandum_id = rules__astr(res, applied->memorandum_id)) ||
+        !(a->memorandum_version = rules__astr(res, applied->memorandum_version)) ||
+        !(a->list_code = rules__astr(res, applied->list_code)) ||
+        !(a->cause_event_id = rules__astr(res, cx->cause_event_id)) ||
+        !(a->grade_field = rules__astr(res, applied->grade_field)) ||
+        !(a->grade = rules__astr(res, applied->grade)))
         return NULL;
-    }
     return a;
 }
 
@@ -1116,15 +1271,16 @@ static int rules__reconcile(rules_ctx_t *cx, const rules_scope_t *sc)
             present = rules__same(st->measures[i], &cx->due[j]);
         if (present)
             continue;
-        Jrp__V1__Action *ap = rules__build_apply(cx, &cx->due[j], 0);
+        char id[33];
+        rules__due_id(cx, &cx->due[j], id);
+        Jrp__V1__Action *ap = rules__build_apply(cx, &cx->due[j], id);
         if (!ap)
             return -1;
-        Jrp__V1__Action *kept = rules__build_apply(cx, &cx->due[j], 1);
+        Jrp__V1__Action *kept = rules__build_kept(ap);
         void **slot = kept ? rules__push((void ***)&st->measures, &st->n_measures) : NULL;
         if (!slot) {
             if (kept)
                 jrp__v1__action__free_unpacked(kept, NULL);
-            jrp__v1__action__free_unpacked(ap, NULL);
             return -1;
         }
         *slot = kept;

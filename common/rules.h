@@ -58,13 +58,18 @@ typedef struct rules_match_opts_s {
 typedef struct rules_result_s {
     Jrp__V1__DecisionOutcome outcome;
     char reason[256];
-    Jrp__V1__Action **actions; /* owned; APPLYs and REVOKEs in a deterministic order */
+    Jrp__V1__Action **actions; /* owned; APPLYs and REVOKEs in a deterministic order; never
+                                * free_unpacked one: the result's arena holds them */
     size_t n_actions;
     Jrp__V1__MemorandumRef **matched; /* owned */
     size_t n_matched;
     char **suppressed; /* owned; "department/MEASURE" not applied because of a black listing */
     size_t n_suppressed;
     int state_changed; /* the state must be written to the changelog */
+    /* Private to rules.c: everything above lives in one arena, released by rules_result_clear
+     * (no per-string malloc on the matcher's hot path), and the arrays' capacities. */
+    void *arena;
+    size_t cap_actions, cap_matched, cap_suppressed;
 } rules_result_t;
 
 void rules_result_init(rules_result_t *res);
