@@ -178,18 +178,16 @@ static void enum_list(const ProtobufCEnumDescriptor *ed, char *buf, size_t size)
 static int check_enum(codec_check_t *ck, const char *field, const ProtobufCEnumDescriptor *ed,
                       int value)
 {
-    char list[256];
+    if (value != 0 && protobuf_c_enum_descriptor_get_value(ed, value))
+        return 1;
+    char list[256]; /* built only for the error: it cost more than the whole check */
     enum_list(ed, list, sizeof(list));
-    if (value == 0) {
+    if (value == 0)
         fail(ck, field, "missing_field", "field \"%s\" is required: one of %s", field, list);
-        return 0;
-    }
-    if (!protobuf_c_enum_descriptor_get_value(ed, value)) {
+    else
         fail(ck, field, "bad_enum", "field \"%s\" must be one of %s; got the number %d", field,
              list, value);
-        return 0;
-    }
-    return 1;
+    return 0;
 }
 
 static void check_subject(codec_check_t *ck, const Jrp__V1__Subject *subj)
