@@ -236,96 +236,131 @@ static int report__err(char *errstr, size_t errstr_size, redisContext *c, const 
     return -1;
 }
 
-/* ZRANGEBYSCORE key [from, to) in pages; fn(id, arg) for each. */
-static redisReply *report__range(redisContext *c, const char *key, int64_t from_ms, int64_t to_ms,
-                                 long offset)
-{
-    char lo[32], hi[32], off[32], cnt[32];
-    snprintf(lo, sizeof(lo), "%lld", (long long)from_ms);
-    snprintf(hi, sizeof(hi), "(%lld", (long long)to_ms);
-    snprintf(off, sizeof(off), "%ld", offset);
-    snprintf(cnt, sizeof(cnt), "%d", REPORT_BATCH);
-    const char *argv[] = {"ZRANGEBYSCORE", key, lo, hi, "LIMIT", off, cnt};
-    return redisCommandArgv(c, 7, argv, NULL);
-}
-
 static const char *field(const redisReply *r, size_t i)
 {
     return (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING) ? r->element[i]->str
                                                                           : NULL;
 }
 
+/* Called with the HMGET reply (an array, one element per field) of one member of an index;
+ * returns 0, or -1 when out of memory. */
+typedef int report_row_fn(const redisReply *h, const char *id, void *arg);
+
+/*
+ * The members of the sorted set <prefix><index> with a score in [lo, hi] (ZRANGEBYSCORE bounds,
+ * e.g. "(123" for an open bound), read in pages of REPORT_BATCH; for each, the fields of the hash
+ * <prefix><hash><member> in one pipelined HMGET per page, handed to fn. 0, or -1 with errstr.
+ */
+static int report__scan(redisContext *c, const char *prefix, const char *index, const char *lo,
+                        const char *hi, const char *hash, const char *const *fields,
+                        size_t n_fields, report_row_fn *fn, void *arg, char *errstr,
+                        size_t errstr_size)
+{
+    char key[512], hkey[512], off[32], cnt[32];
+    const char *argv[2 + 16];
+    size_t argvlen[2 + 16];
+    if (n_fields > 16) {
+        snprintf(errstr, errstr_size, "too many fields");
+        return -1;
+    }
+    snprintf(key, sizeof(key), "%s%s", prefix, index);
+    snprintf(cnt, sizeof(cnt), "%d", REPORT_BATCH);
+    for (long offset = 0;; offset += REPORT_BATCH) {
+        snprintf(off, sizeof(off), "%ld", offset);
+        const char *zargv[] = {"ZRANGEBYSCORE", key, lo, hi, "LIMIT", off, cnt};
+        redisReply *ids = redisCommandArgv(c, 7, zargv, NULL);
+        if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+            report__err(errstr, errstr_size, c, ids, "ZRANGEBYSCORE");
+            freeReplyObject(ids);
+            return -1;
+        }
+        for (size_t i = 0; i < ids->elements; i++) {
+            snprintf(hkey, sizeof(hkey), "%s%s%s", prefix, hash, ids->element[i]->str);
+            argv[0] = "HMGET";
+            argv[1] = hkey;
+            for (size_t f = 0; f < n_fields; f++)
+                argv[2 + f] = fields[f];
+            for (size_t a = 0; a < 2 + n_fields; a++)
+                argvlen[a] = strlen(argv[a]);
+            redisAppendCommandArgv(c, (int)(2 + n_fields), argv, argvlen);
+        }
+        int failed = 0;
+        for (size_t i = 0; i < ids->elements; i++) {
+            redisReply *h = NULL;
+            if (redisGetReply(c, (void **)&h) != REDIS_OK || !h) {
+                if (!failed)
+                    report__err(errstr, errstr_size, c, NULL, "HMGET");
+                failed = 1;
+                break; /* the connection is gone: no more replies will come */
+            }
+            if (!failed && h->type != REDIS_REPLY_ARRAY) {
+                report__err(errstr, errstr_size, c, h, "HMGET");
+                failed = 1; /* the other replies of the page are still read */
+            } else if (!failed && fn(h, ids->element[i]->str, arg)) {
+                snprintf(errstr, errstr_size, "out of memory");
+                failed = 1;
+            }
+            freeReplyObject(h);
+        }
+        size_t got = ids->elements;
+        freeReplyObject(ids);
+        if (failed)
+            return -1;
+        if (got < REPORT_BATCH)
+            return 0;
+    }
+}
+
+/* The bounds [from_ms, to_ms) as ZRANGEBYSCORE arguments. */
+static void report__bounds(int64_t from_ms, int64_t to_ms, char lo[32], char hi[32])
+{
+    snprintf(lo, 32, "%lld", (long long)from_ms);
+    snprintf(hi, 32, "(%lld", (long long)to_ms);
+}
+
+static int report__action_row(const redisReply *h, const char *id, void *arg)
+{
+    (void)id;
+    if (!field(h, 0))
+        return 0;
+    const char *due = field(h, 4), *lifted = field(h, 5), *alerted = field(h, 6);
+    report_action_t a = {field(h, 0),
+                         field(h, 1),
+                         field(h, 2),
+                         field(h, 3),
+                         due ? strtoll(due, NULL, 10) : 0,
+                         lifted && !strcmp(lifted, "1"),
+                         alerted && !strcmp(alerted, "1")};
+    return report_add_action(arg, &a);
+}
+
+static int report__disclosure_row(const redisReply *h, const char *id, void *arg)
+{
+    (void)id;
+    if (!field(h, 0))
+        return 0;
+    const char *conf = field(h, 1), *dl = field(h, 2);
+    return report_add_disclosure(arg, field(h, 0), conf && !strcmp(conf, "1"),
+                                 dl ? strtoll(dl, NULL, 10) : 0);
+}
+
 int report_load(redisContext *c, const char *prefix, int64_t from_ms, int64_t to_ms, int64_t now_ms,
                 report_t *r, char *errstr, size_t errstr_size)
 {
-    char key[512];
+    static const char *const action_fields[] = {"op",  "memo",   "dept",   "status",
+                                                "due", "lifted", "alerted"};
+    static const char *const disclosure_fields[] = {"dept", "confirmed", "deadline"};
+    char lo[32], hi[32];
+    report__bounds(from_ms, to_ms, lo, hi);
     report_init(r, from_ms, to_ms, now_ms);
-    for (int pass = 0; pass < 2; pass++) {
-        snprintf(key, sizeof(key), "%s%s", prefix,
-                 pass == 0 ? REPORT_KEY_ISSUED : REPORT_KEY_DISCLOSURES);
-        for (long offset = 0;; offset += REPORT_BATCH) {
-            redisReply *ids = report__range(c, key, from_ms, to_ms, offset);
-            if (!ids || ids->type != REDIS_REPLY_ARRAY) {
-                report__err(errstr, errstr_size, c, ids, "ZRANGEBYSCORE");
-                freeReplyObject(ids);
-                goto err;
-            }
-            for (size_t i = 0; i < ids->elements; i++) {
-                const char *id = ids->element[i]->str;
-                if (pass == 0)
-                    redisAppendCommand(c, "HMGET %s%s%s op memo dept status due lifted alerted",
-                                       prefix, REPORT_KEY_ACTION, id);
-                else
-                    redisAppendCommand(c, "HMGET %s%s%s dept confirmed deadline", prefix,
-                                       REPORT_KEY_DISCLOSURE, id);
-            }
-            int failed = 0;
-            for (size_t i = 0; i < ids->elements; i++) {
-                redisReply *h = NULL;
-                if (redisGetReply(c, (void **)&h) != REDIS_OK || !h ||
-                    h->type != REDIS_REPLY_ARRAY) {
-                    if (!failed)
-                        report__err(errstr, errstr_size, c, h, "HMGET");
-                    failed = 1;
-                    freeReplyObject(h);
-                    if (!h)
-                        break; /* the connection is gone: no more replies will come */
-                    continue;
-                }
-                int rc = 0;
-                if (!failed && pass == 0 && field(h, 0)) {
-                    const char *due = field(h, 4), *lifted = field(h, 5), *alerted = field(h, 6);
-                    report_action_t a = {field(h, 0),
-                                         field(h, 1),
-                                         field(h, 2),
-                                         field(h, 3),
-                                         due ? strtoll(due, NULL, 10) : 0,
-                                         lifted && !strcmp(lifted, "1"),
-                                         alerted && !strcmp(alerted, "1")};
-                    rc = report_add_action(r, &a);
-                } else if (!failed && pass == 1 && field(h, 0)) {
-                    const char *conf = field(h, 1), *dl = field(h, 2);
-                    rc = report_add_disclosure(r, field(h, 0), conf && !strcmp(conf, "1"),
-                                               dl ? strtoll(dl, NULL, 10) : 0);
-                }
-                if (rc && !failed) {
-                    snprintf(errstr, errstr_size, "out of memory");
-                    failed = 1;
-                }
-                freeReplyObject(h);
-            }
-            size_t got = ids->elements;
-            freeReplyObject(ids);
-            if (failed)
-                goto err;
-            if (got < REPORT_BATCH)
-                break;
-        }
+    if (report__scan(c, prefix, REPORT_KEY_ISSUED, lo, hi, REPORT_KEY_ACTION, action_fields, 7,
+                     report__action_row, r, errstr, errstr_size) ||
+        report__scan(c, prefix, REPORT_KEY_DISCLOSURES, lo, hi, REPORT_KEY_DISCLOSURE,
+                     disclosure_fields, 3, report__disclosure_row, r, errstr, errstr_size)) {
+        report_free(r);
+        return -1;
     }
     return 0;
-err:
-    report_free(r);
-    return -1;
 }
 
 /* --- the subjects list ------------------------------------------------------------------------ */
@@ -343,75 +378,49 @@ const char *report_cst_time(int64_t ms, char *buf, size_t size)
 
 static const char *const subject_types[] = {"unspecified", "enterprise", "person", "vehicle"};
 
+static int report__subject_row(const redisReply *h, const char *id, void *arr)
+{
+    const char *lst = field(h, 3);
+    json_t *lists = lst ? json_loads(lst, 0, NULL) : NULL;
+    int rc = 0;
+    if (json_is_array(lists) && json_array_size(lists)) {
+        long t = field(h, 0) ? strtol(field(h, 0), NULL, 10) : 0;
+        size_t j;
+        json_t *li;
+        json_array_foreach(lists, j, li)
+        {
+            char when[40];
+            report_cst_time(json_integer_value(json_object_get(li, "since_ms")), when,
+                            sizeof(when));
+            json_object_set_new(li, "since", json_string(when));
+        }
+        json_t *o =
+            json_pack("{s:s,s:s,s:s,s:s,s:O}", "subject_key", id, "type",
+                      subject_types[t >= 0 && t <= 3 ? t : 0], "id", field(h, 1) ? field(h, 1) : "",
+                      "name", field(h, 2) ? field(h, 2) : "", "lists", lists);
+        if (!o || json_array_append_new(arr, o))
+            rc = -1;
+    }
+    json_decref(lists);
+    return rc;
+}
+
 int report_subjects_load(redisContext *c, const char *prefix, json_t **out, char *errstr,
                          size_t errstr_size)
 {
-    char key[512];
+    static const char *const fields[] = {"stype", "sid", "name", "listings"};
     json_t *arr = json_array();
     if (!arr) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
-    snprintf(key, sizeof(key), "%s%s", prefix, REPORT_KEY_LISTED);
-    for (long offset = 0;; offset += REPORT_BATCH) {
-        char off[32], cnt[32];
-        snprintf(off, sizeof(off), "%ld", offset);
-        snprintf(cnt, sizeof(cnt), "%d", REPORT_BATCH);
-        const char *argv[] = {"ZRANGEBYSCORE", key, "-inf", "+inf", "LIMIT", off, cnt};
-        redisReply *ids = redisCommandArgv(c, 7, argv, NULL);
-        if (!ids || ids->type != REDIS_REPLY_ARRAY) {
-            report__err(errstr, errstr_size, c, ids, "ZRANGEBYSCORE");
-            freeReplyObject(ids);
-            goto err;
-        }
-        for (size_t i = 0; i < ids->elements; i++)
-            redisAppendCommand(c, "HMGET %s%s%s stype sid name listings", prefix,
-                               REPORT_KEY_SUBJECT, ids->element[i]->str);
-        int failed = 0;
-        for (size_t i = 0; i < ids->elements; i++) {
-            redisReply *h = NULL;
-            if (redisGetReply(c, (void **)&h) != REDIS_OK || !h) {
-                report__err(errstr, errstr_size, c, NULL, "HMGET");
-                failed = 1;
-                break;
-            }
-            const char *lst = h->type == REDIS_REPLY_ARRAY ? field(h, 3) : NULL;
-            json_t *lists = lst ? json_loads(lst, 0, NULL) : NULL;
-            if (!failed && json_is_array(lists) && json_array_size(lists)) {
-                long t = field(h, 0) ? strtol(field(h, 0), NULL, 10) : 0;
-                size_t j;
-                json_t *li;
-                json_array_foreach(lists, j, li)
-                {
-                    char when[40];
-                    report_cst_time(json_integer_value(json_object_get(li, "since_ms")), when,
-                                    sizeof(when));
-                    json_object_set_new(li, "since", json_string(when));
-                }
-                json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:O}", "subject_key", ids->element[i]->str,
-                                      "type", subject_types[t >= 0 && t <= 3 ? t : 0], "id",
-                                      field(h, 1) ? field(h, 1) : "", "name",
-                                      field(h, 2) ? field(h, 2) : "", "lists", lists);
-                if (!o || json_array_append_new(arr, o)) {
-                    snprintf(errstr, errstr_size, "out of memory");
-                    failed = 1;
-                }
-            }
-            json_decref(lists);
-            freeReplyObject(h);
-        }
-        size_t got = ids->elements;
-        freeReplyObject(ids);
-        if (failed)
-            goto err;
-        if (got < REPORT_BATCH)
-            break;
+    if (report__scan(c, prefix, REPORT_KEY_LISTED, "-inf", "+inf", REPORT_KEY_SUBJECT, fields, 4,
+                     report__subject_row, arr, errstr, errstr_size)) {
+        json_decref(arr);
+        return -1;
     }
     *out = arr;
     return 0;
-err:
-    json_decref(arr);
-    return -1;
 }
 
 char *report_subjects_render(const json_t *subjects, int64_t now_ms, int csv)
@@ -547,62 +556,40 @@ static int report__rules_rows(redisContext *c, const char *prefix, json_t *rows,
     return rc;
 }
 
+static int report__measure_count(const redisReply *h, const char *id, void *rows)
+{
+    (void)id;
+    if (!field(h, 0) || !field(h, 1) || !field(h, 2) || !field(h, 3))
+        return 0;
+    json_t *r = report__measure_row(rows, field(h, 1), field(h, 2), field(h, 3));
+    if (!r)
+        r = report__measure_new(rows, field(h, 1), "", field(h, 2), field(h, 3), "", "", "");
+    const char *col = strcmp(field(h, 0), "revoke") ? "applied" : "lifted";
+    if (!r ||
+        json_object_set_new(r, col, json_integer(json_integer_value(json_object_get(r, col)) + 1)))
+        return -1;
+    return 0;
+}
+
 int report_measures_load(redisContext *c, const char *prefix, int64_t from_ms, int64_t to_ms,
                          json_t **out, char *errstr, size_t errstr_size)
 {
-    char key[512];
+    static const char *const fields[] = {"op", "memo", "dept", "measure"};
+    char lo[32], hi[32];
+    report__bounds(from_ms, to_ms, lo, hi);
     json_t *rows = json_array();
-    if (!rows || report__rules_rows(c, prefix, rows, errstr, errstr_size))
-        goto err;
-    snprintf(key, sizeof(key), "%s%s", prefix, REPORT_KEY_ISSUED);
-    for (long offset = 0;; offset += REPORT_BATCH) {
-        redisReply *ids = report__range(c, key, from_ms, to_ms, offset);
-        if (!ids || ids->type != REDIS_REPLY_ARRAY) {
-            report__err(errstr, errstr_size, c, ids, "ZRANGEBYSCORE");
-            freeReplyObject(ids);
-            goto err;
-        }
-        for (size_t i = 0; i < ids->elements; i++)
-            redisAppendCommand(c, "HMGET %s%s%s op memo dept measure", prefix, REPORT_KEY_ACTION,
-                               ids->element[i]->str);
-        int failed = 0;
-        for (size_t i = 0; i < ids->elements; i++) {
-            redisReply *h = NULL;
-            if (redisGetReply(c, (void **)&h) != REDIS_OK || !h) {
-                report__err(errstr, errstr_size, c, NULL, "HMGET");
-                failed = 1;
-                break;
-            }
-            if (!failed && h->type == REDIS_REPLY_ARRAY && field(h, 0) && field(h, 1) &&
-                field(h, 2) && field(h, 3)) {
-                json_t *r = report__measure_row(rows, field(h, 1), field(h, 2), field(h, 3));
-                if (!r)
-                    r = report__measure_new(rows, field(h, 1), "", field(h, 2), field(h, 3), "", "",
-                                            "");
-                const char *col = strcmp(field(h, 0), "revoke") ? "applied" : "lifted";
-                if (!r ||
-                    json_object_set_new(
-                        r, col, json_integer(json_integer_value(json_object_get(r, col)) + 1))) {
-                    snprintf(errstr, errstr_size, "out of memory");
-                    failed = 1;
-                }
-            }
-            freeReplyObject(h);
-        }
-        size_t got = ids->elements;
-        freeReplyObject(ids);
-        if (failed)
-            goto err;
-        if (got < REPORT_BATCH)
-            break;
+    if (!rows) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if (report__rules_rows(c, prefix, rows, errstr, errstr_size) ||
+        report__scan(c, prefix, REPORT_KEY_ISSUED, lo, hi, REPORT_KEY_ACTION, fields, 4,
+                     report__measure_count, rows, errstr, errstr_size)) {
+        json_decref(rows);
+        return -1;
     }
     *out = rows;
     return 0;
-err:
-    if (!rows)
-        snprintf(errstr, errstr_size, "out of memory");
-    json_decref(rows);
-    return -1;
 }
 
 char *report_measures_render(const json_t *measures, int64_t from_ms, int64_t to_ms, int64_t now_ms,
