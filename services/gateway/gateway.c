@@ -41,6 +41,10 @@
 #define GW_PROBE_EVERY_MS 1000
 /* Shutdown: how long the producer may take to deliver what is queued. */
 #define GW_FLUSH_MS 10000
+/* Credit-check answers kept, keyed by subject and department (direct-mapped), and the largest
+ * state whose answer is kept. */
+#define GW_ANSWER_SLOTS 512
+#define GW_ANSWER_STATE_MAX 16384
 #define GW_BUSINESS_ITEM_MAX 256
 #define GW_KEY_MAX 512
 
@@ -70,6 +74,26 @@ typedef struct gw_rules_slot_s {
     Jrp__V1__RuleSet *rs; /* its files dropped: only the memoranda and catalogue are used */
     uint64_t used_ms;
 } gw_rules_slot_t;
+
+/*
+ * What a credit check derives from a subject's state for one department (or all): the measures
+ * in force, with their texts, as JSON and as CheckRecord field 6. It depends only on the state's
+ * bytes, the rule sets (versions are immutable) and the clock (a measure lapses at its
+ * valid_until_ms), so it is kept with the exact bytes it came from and reused until then.
+ */
+typedef struct gw_answer_s {
+    char key[GW_KEY_MAX]; /* the subject key; "" when the slot is empty */
+    char department[64];
+    int all_departments;
+    uint8_t *state; /* the state's bytes as Redis gave them (NULL, 0: no state) */
+    size_t state_len;
+    char *name;         /* the state's subject name, or NULL */
+    int64_t until_ms;   /* wall clock: the first valid_until_ms after it was made */
+    char *json;         /* "[...]" */
+    size_t json_len, n; /* n: how many measures */
+    uint8_t *pb;        /* CheckRecord.measures on the wire (tag, length, Action) each */
+    size_t pb_len;
+} gw_answer_t;
 
 /* What a request waits for, to say which part did not answer when its deadline passes. */
 typedef enum { GW_WAIT_NONE = 0, GW_WAIT_REDIS, GW_WAIT_KAFKA, GW_WAIT_PROBE } gw_wait_t;
@@ -122,6 +146,8 @@ struct gw_ctx_s {
     int all_departments;
     char business_item[GW_BUSINESS_ITEM_MAX + 1];
     Jrp__V1__SubjectState *state;
+    uint8_t *state_raw; /* its bytes, to key the answer kept for it (NULL if not kept) */
+    size_t state_raw_len;
     size_t rules_pending;
     int rules_error; /* 0, or the HTTP status to answer once every rule set has come back */
     const char *rules_code;
@@ -169,6 +195,7 @@ struct gateway_s {
 
     gw_token_slot_t *tokens;
     gw_rules_slot_t rules[GW_RULES_SLOTS];
+    gw_answer_t *answers;
 
     /* Kafka's health: suspect after "all brokers down", down once a probe failed too. */
     int kafka_suspect, kafka_down;
@@ -358,6 +385,7 @@ static void ctx_unref(gw_ctx_t *ctx)
     ctx_list_remove(ctx);
     if (ctx->state)
         jrp__v1__subject_state__free_unpacked(ctx->state, NULL);
+    free(ctx->state_raw);
     free(ctx->answer);
     free(ctx);
 }
@@ -960,34 +988,109 @@ static void gw_check_produced(gw_ctx_t *ctx)
     ctx_respond(ctx, 200, gw_json, ctx->answer, ctx->answer_len, NULL);
 }
 
-/* Everything is at hand: build the answer and its record, record it, answer on the ack. */
-static void gw_check_answer(gw_ctx_t *ctx)
+static void gw_answer_clear(gw_answer_t *a)
+{
+    free(a->state);
+    free(a->name);
+    free(a->json);
+    free(a->pb);
+    memset(a, 0, sizeof(*a));
+}
+
+static uint64_t gw_fnv1a(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static gw_answer_t *gw_answer_slot(gateway_t *gw, const gw_ctx_t *ctx)
+{
+    uint64_t h = gw_fnv1a(14695981039346656037ULL, ctx->key);
+    h = gw_fnv1a(h ^ (uint64_t)ctx->all_departments, ctx->department);
+    return &gw->answers[h % GW_ANSWER_SLOTS];
+}
+
+/* The answer kept for ctx's subject and department, if it was made from exactly these state bytes
+ * and no measure in it has lapsed since. */
+static const gw_answer_t *gw_answer_find(gateway_t *gw, const gw_ctx_t *ctx, const void *state,
+                                         size_t len, int64_t now_ms)
+{
+    const gw_answer_t *a = gw_answer_slot(gw, ctx);
+    if (!a->json || now_ms >= a->until_ms || a->state_len != len ||
+        a->all_departments != ctx->all_departments || strcmp(a->key, ctx->key) != 0 ||
+        strcmp(a->department, ctx->department) != 0 || (len && memcmp(a->state, state, len) != 0))
+        return NULL;
+    return a;
+}
+
+/* Derive the answer from ctx->state (the rule sets it needs are kept). 0, 503 (why in why) or
+ * 500 when out of memory. */
+static int gw_answer_make(gw_ctx_t *ctx, int64_t now, gw_answer_t *out, char *why, size_t why_size)
 {
     gateway_t *gw = ctx->gw;
-    if (ctx->rules_error) {
-        ctx_error(ctx, ctx->rules_error, ctx->rules_code, ctx->rules_msg, NULL,
-                  ctx->rules_error == 503 ? gw_retry : NULL);
-        return;
-    }
     const Jrp__V1__SubjectState *st = ctx->state;
-    int64_t now = gw_wall_ms();
     size_t n = 0;
     Jrp__V1__Action *acts = NULL, **ptrs = NULL;
-    uint8_t *buf = NULL;
     json_t *json = NULL;
+    int rc = 500;
+    memset(out, 0, sizeof(*out));
     if (st && st->n_measures) {
         acts = calloc(st->n_measures, sizeof(*acts));
         ptrs = calloc(st->n_measures, sizeof(*ptrs));
         if (!acts || !ptrs)
-            goto oom;
+            goto done;
     }
-    char why[512];
     if (check_answer(st, ctx->all_departments ? NULL : ctx->department, now, gw_check_rules, gw,
-                     acts, ptrs, &n, why, sizeof(why))) {
-        ctx_error(ctx, 503, "rules_unavailable", why, NULL, gw_retry);
+                     acts, ptrs, &n, why, why_size)) {
+        rc = 503;
         goto done;
     }
+    const ProtobufCMessage *const *msgs = (const ProtobufCMessage *const *)ptrs;
+    out->json = gateway_api_json_list(msgs, n, 0, &out->json_len);
+    if (!out->json) {
+        /* the same text, the slow way */
+        Jrp__V1__CheckRecord rec;
+        jrp__v1__check_record__init(&rec);
+        rec.measures = ptrs;
+        rec.n_measures = n;
+        json = pbjson_encode(&rec.base, 0);
+        json_t *list = json ? json_object_get(json, "measures") : NULL;
+        out->json = list   ? json_dumps(list, JSON_COMPACT | JSON_PRESERVE_ORDER)
+                    : json ? strdup("[]")
+                           : NULL;
+        if (!out->json)
+            goto done;
+        out->json_len = strlen(out->json);
+    }
+    out->pb = gateway_api_pack_repeated(6, msgs, n, &out->pb_len);
+    if (!out->pb)
+        goto done;
+    if (st && st->subject && st->subject->name && st->subject->name[0] &&
+        !(out->name = strdup(st->subject->name)))
+        goto done;
+    /* The answer holds until the first measure of the state lapses. */
+    out->until_ms = INT64_MAX;
+    for (size_t i = 0; st && i < st->n_measures; i++) {
+        int64_t u = st->measures[i]->valid_until_ms;
+        if (u > now && u < out->until_ms)
+            out->until_ms = u;
+    }
+    out->n = n;
+    rc = 0;
+done:
+    if (rc)
+        gw_answer_clear(out);
+    json_decref(json);
+    free(acts);
+    free(ptrs);
+    return rc;
+}
 
+/* Record ctx's check with the measures of a, and answer once the broker has it. */
+static void gw_check_record(gw_ctx_t *ctx, const gw_answer_t *a, int64_t now)
+{
+    gateway_t *gw = ctx->gw;
     /* Unique, not secret: 64 random bits drawn at start-up, then a counter. */
     char check_id[33];
     uint8_t seq[8];
@@ -1000,8 +1103,8 @@ static void gw_check_answer(gw_ctx_t *ctx)
     jrp__v1__subject__init(&subject);
     subject.type = (Jrp__V1__SubjectType)ctx->type;
     subject.id = ctx->id;
-    if (st && st->subject && st->subject->name)
-        subject.name = st->subject->name;
+    if (a->name)
+        subject.name = a->name;
     Jrp__V1__CheckRecord rec;
     jrp__v1__check_record__init(&rec);
     rec.check_id = check_id;
@@ -1009,47 +1112,68 @@ static void gw_check_answer(gw_ctx_t *ctx)
     rec.department = ctx->all_departments ? (char *)"" : ctx->department;
     rec.requested_by = ctx->tok.id;
     rec.checked_at_ms = now;
-    rec.measures = ptrs;
-    rec.n_measures = n;
     rec.business_item = ctx->business_item;
     rec.traceparent = ctx->traceparent;
-
-    size_t len = jrp__v1__check_record__get_packed_size(&rec);
-    buf = malloc(len ? len : 1);
-    if (!buf)
-        goto oom;
-    jrp__v1__check_record__pack(&rec, buf);
-    /* The answer is the record, in the canonical mapping, with "measures" even when empty. */
-    ctx->answer = gateway_api_json(&rec.base, 1, &ctx->answer_len);
-    if (!ctx->answer) {
-        json = pbjson_encode(&rec.base, 0); /* the same text, the slow way */
-        if (!json || (!json_object_get(json, "measures") &&
-                      json_object_set_new(json, "measures", json_array()) != 0))
-            goto oom;
-        ctx->answer = json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (!ctx->answer)
-            goto oom;
-        ctx->answer_len = strlen(ctx->answer);
+    /* The answer is the record, in the canonical mapping, with "measures" even when empty; both
+     * forms take the measures as made (the same bytes as packing the whole record). */
+    size_t len = 0;
+    uint8_t *buf = gateway_api_pack_splice(&rec.base, 6, a->pb, a->pb_len, &len);
+    ctx->answer =
+        gateway_api_json_splice(&rec.base, "measures", a->json, a->json_len, 1, &ctx->answer_len);
+    if (!buf || !ctx->answer) {
+        free(buf);
+        ctx_error(ctx, 500, "no_memory", "out of memory", NULL, NULL);
+        return;
     }
     if (log_get_level() <= LOG_DEBUG) {
         char who[GW_KEY_MAX];
         log_debug("check %s: %zu measure%s for %s, asked by %s",
-                  log_subject((int)ctx->type, ctx->id, who, sizeof(who)), n, n == 1 ? "" : "s",
-                  ctx->all_departments ? "every department" : ctx->department, ctx->tok.id);
+                  log_subject((int)ctx->type, ctx->id, who, sizeof(who)), a->n,
+                  a->n == 1 ? "" : "s", ctx->all_departments ? "every department" : ctx->department,
+                  ctx->tok.id);
     }
     ctx->n_records = 1;
     ctx->on_produced = gw_check_produced;
     (void)gw_produce(ctx, gw->topic_checks, ctx->key, buf, len,
                      jrp__v1__check_record__descriptor.name);
     gw_produce_settle(ctx);
-    goto done;
-oom:
-    ctx_error(ctx, 500, "no_memory", "out of memory", NULL, NULL);
-done:
-    json_decref(json);
     free(buf);
-    free(acts);
-    free(ptrs);
+}
+
+/* Everything is at hand: derive the answer (and keep it), record it, answer on the ack. */
+static void gw_check_answer(gw_ctx_t *ctx)
+{
+    gateway_t *gw = ctx->gw;
+    if (ctx->rules_error) {
+        ctx_error(ctx, ctx->rules_error, ctx->rules_code, ctx->rules_msg, NULL,
+                  ctx->rules_error == 503 ? gw_retry : NULL);
+        return;
+    }
+    int64_t now = gw_wall_ms();
+    gw_answer_t made;
+    char why[512];
+    int rc = gw_answer_make(ctx, now, &made, why, sizeof(why));
+    if (rc) {
+        if (rc == 503)
+            ctx_error(ctx, 503, "rules_unavailable", why, NULL, gw_retry);
+        else
+            ctx_error(ctx, 500, "no_memory", "out of memory", NULL, NULL);
+        return;
+    }
+    gw_check_record(ctx, &made, now);
+    if (!ctx->state_raw && ctx->state) {
+        gw_answer_clear(&made); /* too large to keep */
+        return;
+    }
+    gw_answer_t *slot = gw_answer_slot(gw, ctx);
+    gw_answer_clear(slot);
+    *slot = made;
+    snprintf(slot->key, sizeof(slot->key), "%s", ctx->key);
+    snprintf(slot->department, sizeof(slot->department), "%s", ctx->department);
+    slot->all_departments = ctx->all_departments;
+    slot->state = ctx->state_raw; /* now owned by the slot */
+    slot->state_len = ctx->state_raw_len;
+    ctx->state_raw = NULL;
 }
 
 typedef struct gw_rules_req_s {
@@ -1106,6 +1230,24 @@ static void gw_on_state(redis_async_t *ra, redisReply *reply, void *arg)
     if (!ctx->req || !gw_redis_ok(ctx, reply)) {
         ctx_unref(ctx);
         return;
+    }
+    if (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_NIL) {
+        /* The same state bytes as an answer kept: nothing to decode or derive. */
+        int64_t now = gw_wall_ms();
+        size_t len = reply->type == REDIS_REPLY_STRING ? reply->len : 0;
+        const gw_answer_t *a = gw_answer_find(gw, ctx, reply->str, len, now);
+        if (a) {
+            gw->m.answer_cache_hits++;
+            ctx->waiting = GW_WAIT_NONE;
+            gw_check_record(ctx, a, now);
+            ctx_unref(ctx);
+            return;
+        }
+        if (len <= GW_ANSWER_STATE_MAX && (ctx->state_raw = malloc(len ? len : 1)) != NULL) {
+            if (len)
+                memcpy(ctx->state_raw, reply->str, len);
+            ctx->state_raw_len = len;
+        }
     }
     if (reply->type == REDIS_REPLY_STRING) {
         ctx->state = jrp__v1__subject_state__unpack(NULL, reply->len, (const uint8_t *)reply->str);
@@ -1688,6 +1830,7 @@ static void gw_abandon(gateway_t *gw)
         rd_kafka_destroy(gw->rk);
     if (gw->ra)
         redis_async_destroy(gw->ra);
+    free(gw->answers);
     free(gw->tokens);
     free(gw);
 }
@@ -1695,7 +1838,10 @@ static void gw_abandon(gateway_t *gw)
 gateway_t *gateway_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size_t errstr_size)
 {
     gateway_t *gw = calloc(1, sizeof(*gw));
-    if (!gw || !(gw->tokens = calloc(GW_TOKEN_SLOTS, sizeof(*gw->tokens)))) {
+    if (!gw || !(gw->tokens = calloc(GW_TOKEN_SLOTS, sizeof(*gw->tokens))) ||
+        !(gw->answers = calloc(GW_ANSWER_SLOTS, sizeof(*gw->answers)))) {
+        if (gw)
+            free(gw->tokens);
         free(gw);
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
@@ -1857,6 +2003,9 @@ void gateway_destroy(gateway_t *gw)
     for (size_t i = 0; i < GW_RULES_SLOTS; i++)
         if (gw->rules[i].rs)
             jrp__v1__rule_set__free_unpacked(gw->rules[i].rs, NULL);
+    for (size_t i = 0; i < GW_ANSWER_SLOTS; i++)
+        gw_answer_clear(&gw->answers[i]);
+    free(gw->answers);
     free(gw->tokens);
     free(gw);
 }

@@ -643,7 +643,15 @@ static void api_put_u64(api_buf_t *b, uint64_t v, int quoted)
     api_put(b, buf, (size_t)n);
 }
 
-static int api_put_message(api_buf_t *b, const ProtobufCMessage *msg, int empty_lists);
+/* A repeated field written from text made earlier (gateway_api_json_splice). */
+typedef struct api_splice_s {
+    const char *field;
+    const char *text;
+    size_t len;
+} api_splice_t;
+
+static int api_put_message(api_buf_t *b, const ProtobufCMessage *msg, int empty_lists,
+                           const api_splice_t *splice);
 
 /* One value of field f at p. 0, or -1 for a type this writer leaves to pbjson. */
 static int api_put_value(api_buf_t *b, const ProtobufCFieldDescriptor *f, const void *p,
@@ -690,7 +698,7 @@ static int api_put_value(api_buf_t *b, const ProtobufCFieldDescriptor *f, const 
             api_put(b, "null", 4);
             return 0;
         }
-        return api_put_message(b, m, empty_lists);
+        return api_put_message(b, m, empty_lists, NULL);
     }
     default:
         return -1;
@@ -719,7 +727,8 @@ static size_t api_type_size(ProtobufCType t)
     }
 }
 
-static int api_put_message(api_buf_t *b, const ProtobufCMessage *msg, int empty_lists)
+static int api_put_message(api_buf_t *b, const ProtobufCMessage *msg, int empty_lists,
+                           const api_splice_t *splice)
 {
     const ProtobufCMessageDescriptor *desc = msg->descriptor;
     const char *base = (const char *)msg;
@@ -743,6 +752,16 @@ static int api_put_message(api_buf_t *b, const ProtobufCMessage *msg, int empty_
                 size_t nl = ed->short_name ? strlen(ed->short_name) : 0;
                 if (nl >= 5 && strcmp(ed->short_name + nl - 5, "Entry") == 0)
                     return -1;
+            }
+            if (splice && strcmp(f->name, splice->field) == 0) {
+                if (n)
+                    return -1; /* the field's value is the spliced text, not its own */
+                api_put(b, first ? "\"" : ",\"", first ? 1 : 2);
+                api_put(b, f->name, strlen(f->name));
+                api_put(b, "\":", 2);
+                api_put(b, splice->text, splice->len);
+                first = 0;
+                continue;
             }
             if (n == 0 && !empty_lists)
                 continue;
@@ -787,13 +806,156 @@ static int api_put_message(api_buf_t *b, const ProtobufCMessage *msg, int empty_
 char *gateway_api_json(const ProtobufCMessage *msg, int empty_lists, size_t *len)
 {
     api_buf_t b = {NULL, 0, 0, 0};
-    if (!msg || !msg->descriptor || api_put_message(&b, msg, empty_lists) != 0 || b.failed) {
+    if (!msg || !msg->descriptor || api_put_message(&b, msg, empty_lists, NULL) != 0 || b.failed) {
         free(b.p);
         return NULL;
     }
     if (len)
         *len = b.len;
     return b.p;
+}
+
+char *gateway_api_json_list(const ProtobufCMessage *const *msgs, size_t n, int empty_lists,
+                            size_t *len)
+{
+    api_buf_t b = {NULL, 0, 0, 0};
+    api_putc(&b, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            api_putc(&b, ',');
+        if (!msgs[i] || !msgs[i]->descriptor ||
+            api_put_message(&b, msgs[i], empty_lists, NULL) != 0) {
+            free(b.p);
+            return NULL;
+        }
+    }
+    api_putc(&b, ']');
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
+}
+
+char *gateway_api_json_splice(const ProtobufCMessage *msg, const char *field, const char *text,
+                              size_t text_len, int empty_lists, size_t *len)
+{
+    api_splice_t sp = {field, text, text_len};
+    /* One allocation in the usual case: the message's own fields are short beside the text. */
+    api_buf_t b = {malloc(text_len + 512), 0, text_len + 512, 0};
+    if (!b.p || !msg || !msg->descriptor || api_put_message(&b, msg, empty_lists, &sp) != 0 ||
+        b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
+}
+
+/* ---- protobuf, spliced ---------------------------------------------------------------------- */
+
+static size_t api_varint(uint64_t v, uint8_t *out)
+{
+    size_t n = 0;
+    do {
+        uint8_t c = v & 0x7f;
+        v >>= 7;
+        out[n++] = c | (v ? 0x80 : 0);
+    } while (v);
+    return n;
+}
+
+/* Read a varint at p[0..end); its length, or 0 if it does not fit. */
+static size_t api_varint_read(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (size_t n = 0; n < 10 && p + n < end; n++) {
+        *v |= (uint64_t)(p[n] & 0x7f) << (7 * n);
+        if (!(p[n] & 0x80))
+            return n + 1;
+    }
+    return 0;
+}
+
+uint8_t *gateway_api_pack_repeated(uint32_t field, const ProtobufCMessage *const *msgs, size_t n,
+                                   size_t *len)
+{
+    uint8_t head[20];
+    size_t total = 0;
+    size_t tag_len = api_varint(((uint64_t)field << 3) | 2, head);
+    for (size_t i = 0; i < n; i++) {
+        size_t ml = protobuf_c_message_get_packed_size(msgs[i]);
+        total += tag_len + api_varint(ml, head + tag_len) + ml;
+    }
+    uint8_t *out = malloc(total ? total : 1), *p = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        size_t ml = protobuf_c_message_get_packed_size(msgs[i]);
+        p += api_varint(((uint64_t)field << 3) | 2, p);
+        p += api_varint(ml, p);
+        p += protobuf_c_message_pack(msgs[i], p);
+    }
+    *len = total;
+    return out;
+}
+
+uint8_t *gateway_api_pack_splice(const ProtobufCMessage *msg, uint32_t field, const uint8_t *raw,
+                                 size_t raw_len, size_t *len)
+{
+    size_t ml = protobuf_c_message_get_packed_size(msg);
+    uint8_t *out = malloc(ml + raw_len + 1);
+    if (!out)
+        return NULL;
+    protobuf_c_message_pack(msg, out);
+    /* Where the field belongs: before the first top-level field numbered above it. */
+    const uint8_t *p = out, *end = out + ml;
+    while (p < end) {
+        uint64_t tag, v;
+        size_t k = api_varint_read(p, end, &tag);
+        if (!k)
+            goto bad;
+        if ((tag >> 3) > field)
+            break;
+        const uint8_t *q = p + k;
+        switch (tag & 7) {
+        case 0:
+            k = api_varint_read(q, end, &v);
+            if (!k)
+                goto bad;
+            q += k;
+            break;
+        case 1:
+            q += 8;
+            break;
+        case 2:
+            k = api_varint_read(q, end, &v);
+            if (!k || v > (uint64_t)(end - q - k))
+                goto bad;
+            q += k + v;
+            break;
+        case 5:
+            q += 4;
+            break;
+        default:
+            goto bad;
+        }
+        if (q > end)
+            goto bad;
+        p = q;
+    }
+    size_t at = (size_t)(p - out);
+    memmove(out + at + raw_len, out + at, ml - at);
+    if (raw_len)
+        memcpy(out + at, raw, raw_len);
+    *len = ml + raw_len;
+    return out;
+bad: /* protobuf-c wrote it: cannot happen */
+    free(out);
+    return NULL;
 }
 
 /* ---- errors -------------------------------------------------------------------------------- */

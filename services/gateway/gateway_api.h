@@ -120,6 +120,33 @@ int gateway_api_query_value(const char *value, int decoded_len, const char *fiel
  */
 char *gateway_api_json(const ProtobufCMessage *msg, int empty_lists, size_t *len);
 
+/* "[m0,m1,...]": each message as gateway_api_json writes it. NULL as gateway_api_json. */
+char *gateway_api_json_list(const ProtobufCMessage *const *msgs, size_t n, int empty_lists,
+                            size_t *len);
+
+/*
+ * gateway_api_json(msg), with the value of the repeated field named field (which must be empty in
+ * msg) written as text (len bytes, e.g. from gateway_api_json_list): the credit check's answer
+ * from its cached measures. Gives exactly what gateway_api_json gives for msg with those measures.
+ */
+char *gateway_api_json_splice(const ProtobufCMessage *msg, const char *field, const char *text,
+                              size_t text_len, int empty_lists, size_t *len);
+
+/*
+ * The wire form of the repeated message field numbered field holding msgs[0..n): each one's tag,
+ * length and packed bytes. A new buffer (free(); not NUL-terminated) and its length, or NULL.
+ */
+uint8_t *gateway_api_pack_repeated(uint32_t field, const ProtobufCMessage *const *msgs, size_t n,
+                                   size_t *len);
+
+/*
+ * msg packed, with raw (the wire form of field, empty in msg; from gateway_api_pack_repeated)
+ * inserted where protobuf-c puts that field: the same bytes as packing msg with the field set.
+ * A new buffer (free()) and its length, or NULL when out of memory.
+ */
+uint8_t *gateway_api_pack_splice(const ProtobufCMessage *msg, uint32_t field, const uint8_t *raw,
+                                 size_t raw_len, size_t *len);
+
 /*
  * The JSON error body of the contract: {"error": {"code", "message", "field"}} for the first
  * problem, and, when there are several, "errors": [every one, in order] beside it (field is left

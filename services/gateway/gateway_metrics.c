@@ -152,6 +152,10 @@ char *gateway_metrics_render(const gateway_metrics_t *m, const gateway_metrics_g
                     "Bearer tokens found in the gateway's short-lived cache.", m->token_cache_hits);
     metrics_counter(&b, "jrp_gateway_token_lookups_total", "Bearer tokens looked up in Redis.",
                     m->token_lookups);
+    metrics_counter(&b, "jrp_gateway_answer_cache_hits_total",
+                    "Credit checks whose measures were derived before from the same state bytes "
+                    "(each one still recorded).",
+                    m->answer_cache_hits);
     metrics_counter(&b, "jrp_gateway_request_timeouts_total",
                     "Requests answered 503 because Kafka or Redis did not answer in time.",
                     m->timeouts);

@@ -32,6 +32,7 @@ typedef struct gateway_metrics_s {
     uint64_t feedback_accepted;   /* feedback acknowledged by the broker */
     uint64_t token_cache_hits;    /* token lookups answered from the cache */
     uint64_t token_lookups;       /* token lookups that went to Redis */
+    uint64_t answer_cache_hits;   /* credit checks answered with measures derived before */
     uint64_t timeouts;            /* requests answered 503 at gateway.request_timeout_ms */
     uint64_t kafka_down_refusals; /* requests refused at once while Kafka was known down */
     uint64_t overload_refusals;   /* 429s: too many requests in flight or producer queue full */

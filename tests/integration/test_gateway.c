@@ -41,6 +41,7 @@
 #include "harness.h"
 #include "jrp/v1/check.pb-c.h"
 #include "jrp/v1/feedback.pb-c.h"
+#include "jrp/v1/state.pb-c.h"
 #include "jrp/v1/token.pb-c.h"
 #include "log.h"
 #include "redis.h"
@@ -376,6 +377,145 @@ static const char *listing_event(const char *event_id, const char *type, const c
              event_id, type, id, dept, (long long)harness_now_ms(), list,
              (long long)(harness_now_ms() + 730LL * 86400000));
     return buf;
+}
+
+/* ---- the answers kept per state: reused for the same bytes only, until a measure lapses ----- */
+
+/* Write a subject state for ENT1 straight to Redis (store.h's layout), as the engine would. */
+static void put_state(harness_t *h, const char *name, int64_t until_ms, int n_measures)
+{
+    Jrp__V1__Subject subject;
+    jrp__v1__subject__init(&subject);
+    subject.type = JRP__V1__SUBJECT_TYPE__SUBJECT_TYPE_ENTERPRISE;
+    subject.id = ENT1;
+    subject.name = (char *)name;
+    Jrp__V1__Action a[2], *ptrs[2] = {&a[0], &a[1]};
+    const char *codes[2] = {"STRICT_SUPERVISION", "RESTRICT_HANDLING"};
+    for (int i = 0; i < 2; i++) {
+        jrp__v1__action__init(&a[i]);
+        a[i].action_id =
+            i ? "00000000000000000000000000000002" : "00000000000000000000000000000001";
+        a[i].op = JRP__V1__ACTION_OP__ACTION_OP_APPLY;
+        a[i].department = "transport";
+        a[i].measure_code = (char *)codes[i];
+        a[i].measure_kind = JRP__V1__MEASURE_KIND__MEASURE_KIND_PENALTY;
+        a[i].memorandum_id = "overload-2017";
+        a[i].list_code = "black.overload";
+        a[i].cause_event_id = "cache-1";
+        a[i].valid_from_ms = harness_now_ms() - 1000;
+        a[i].ruleset_version = 1;
+    }
+    a[0].valid_until_ms = until_ms;
+    Jrp__V1__SubjectState st;
+    jrp__v1__subject_state__init(&st);
+    st.subject = &subject;
+    st.measures = ptrs;
+    st.n_measures = (size_t)n_measures;
+    st.ruleset_version = 1;
+    st.updated_at_ms = harness_now_ms();
+    size_t len = jrp__v1__subject_state__get_packed_size(&st);
+    uint8_t *buf = malloc(len + 1);
+    assert_non_null(buf);
+    jrp__v1__subject_state__pack(&st, buf);
+    char err[256], key[512];
+    redisContext *c = redis_connect(testenv_redis_url(), 5000, err, sizeof(err));
+    assert_non_null(c);
+    snprintf(key, sizeof(key), "%s{enterprise:" ENT1 "}:state", config_get(h->cfg, "redis.prefix"));
+    redisReply *rep = redisCommand(c, "HSET %s st %b", key, buf, len);
+    assert_non_null(rep);
+    assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
+    freeReplyObject(rep);
+    redisFree(c);
+    free(buf);
+}
+
+static uint64_t metric(int port, const char *name)
+{
+    resp_t r;
+    assert_int_equal(call(port, "GET", "/metrics", NULL, NULL, NULL, &r), 200);
+    char want[128];
+    snprintf(want, sizeof(want), "\n%s ", name);
+    const char *p = strstr(r.body, want);
+    assert_non_null(p);
+    uint64_t v = strtoull(p + strlen(want), NULL, 10);
+    resp_free(&r);
+    return v;
+}
+
+static void test_answer_cache(void **state)
+{
+    (void)state;
+    arm();
+    harness_t *h = make_harness("gw-cache", NULL);
+    harness_load_rules(h, NULL);
+    tok_t transport, market;
+    token_create(h, &transport, "--department transport");
+    token_create(h, &market, "--department market");
+    gwfx_t *fx = gwfx_start(h->cfg);
+    int port = fx->port;
+    wait_ready(port);
+    const char *path = "/v1/subjects/enterprise/" ENT1 "/measures";
+    const char *hits = "jrp_gateway_answer_cache_hits_total";
+
+    /* The first measure lapses in 2 s. The second check is the first's measures, reused. */
+    int64_t until = harness_now_ms() + 2000;
+    put_state(h, "甲运输公司", until, 2);
+    resp_t r1, r2;
+    assert_int_equal(call(port, "GET", path, transport.token, NULL, NULL, &r1), 200);
+    assert_int_equal(metric(port, hits), 0);
+    assert_int_equal(call(port, "GET", path, transport.token, NULL, NULL, &r2), 200);
+    assert_int_equal(metric(port, hits), 1);
+    assert_string_equal(measures_of(&r2),
+                        "transport/STRICT_SUPERVISION, transport/RESTRICT_HANDLING");
+    assert_true(
+        json_equal(json_object_get(r1.json, "measures"), json_object_get(r2.json, "measures")));
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r2.json, "subject"), "name")),
+        "甲运输公司");
+    assert_string_not_equal(json_string_value(json_object_get(r1.json, "check_id")),
+                            json_string_value(json_object_get(r2.json, "check_id")));
+    resp_free(&r1);
+    resp_free(&r2);
+    /* Another department is another answer. */
+    assert_int_equal(call(port, "GET", path, market.token, NULL, NULL, &r1), 200);
+    assert_string_equal(measures_of(&r1), "");
+    resp_free(&r1);
+
+    /* New state bytes: derived again. */
+    put_state(h, "乙运输公司", until, 1);
+    assert_int_equal(call(port, "GET", path, transport.token, NULL, NULL, &r1), 200);
+    assert_string_equal(measures_of(&r1), "transport/STRICT_SUPERVISION");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r1.json, "subject"), "name")),
+        "乙运输公司");
+    resp_free(&r1);
+    put_state(h, "乙运输公司", until, 2);
+    assert_int_equal(call(port, "GET", path, transport.token, NULL, NULL, &r1), 200);
+    assert_string_equal(measures_of(&r1),
+                        "transport/STRICT_SUPERVISION, transport/RESTRICT_HANDLING");
+    resp_free(&r1);
+
+    /* Past valid_until_ms the same bytes give one measure fewer: the kept answer is not used. */
+    while (harness_now_ms() <= until)
+        usleep(50000);
+    uint64_t before = metric(port, hits);
+    assert_int_equal(call(port, "GET", path, transport.token, NULL, NULL, &r1), 200);
+    assert_string_equal(measures_of(&r1), "transport/RESTRICT_HANDLING");
+    resp_free(&r1);
+    assert_int_equal(metric(port, hits), before);
+
+    /* Every check was recorded, each with its own measures. */
+    harness_records_t rec;
+    harness_read(h, "checks", check_desc, 6, 1000, 30000, &rec);
+    assert_int_equal(rec.n, 6);
+    const size_t want_n[] = {2, 2, 0, 1, 2, 1};
+    for (size_t i = 0; i < rec.n; i++) {
+        const Jrp__V1__CheckRecord *c = rec.values[i];
+        assert_int_equal(c->n_measures, want_n[i]);
+    }
+    harness_records_free(&rec, check_desc);
+    gwfx_stop(fx);
+    harness_destroy(h);
 }
 
 /* ---- every endpoint, department isolation, the audit record ------------------------------- */
@@ -1349,6 +1489,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_suite),
         cmocka_unit_test(test_kafka_unreachable),
         cmocka_unit_test(test_redis_unreachable),
+        cmocka_unit_test(test_answer_cache),
         cmocka_unit_test(test_graceful_stop_answers_in_flight),
         cmocka_unit_test(test_binary_stops_on_sigterm),
     };

@@ -525,6 +525,93 @@ static void test_fast_json_matches_pbjson(void **state)
     assert_null(gateway_api_json(NULL, 0, &len));
 }
 
+/* The cached answer's two halves: spliced JSON and protobuf say what the whole record says. */
+static void expect_same_splice(Jrp__V1__CheckRecord *rec)
+{
+    size_t n = rec->n_measures, len = 0, mlen = 0, rawlen = 0, plen = 0;
+    char *whole = gateway_api_json(&rec->base, 1, &len);
+    assert_non_null(whole);
+    char *list = gateway_api_json_list((const ProtobufCMessage *const *)rec->measures, n, 0, &mlen);
+    assert_non_null(list);
+    assert_int_equal(strlen(list), mlen);
+    uint8_t *raw =
+        gateway_api_pack_repeated(6, (const ProtobufCMessage *const *)rec->measures, n, &rawlen);
+    assert_non_null(raw);
+    size_t want_len = jrp__v1__check_record__get_packed_size(rec);
+    uint8_t *want = malloc(want_len + 1);
+    assert_non_null(want);
+    jrp__v1__check_record__pack(rec, want);
+
+    Jrp__V1__Action **ms = rec->measures;
+    rec->measures = NULL;
+    rec->n_measures = 0;
+    size_t slen = 0;
+    char *spliced = gateway_api_json_splice(&rec->base, "measures", list, mlen, 1, &slen);
+    assert_non_null(spliced);
+    assert_int_equal(slen, len);
+    assert_string_equal(spliced, whole);
+    uint8_t *packed = gateway_api_pack_splice(&rec->base, 6, raw, rawlen, &plen);
+    assert_non_null(packed);
+    assert_int_equal(plen, want_len);
+    assert_memory_equal(packed, want, want_len);
+    rec->measures = ms;
+    rec->n_measures = n;
+    /* A field that is not empty cannot be spliced. */
+    if (n)
+        assert_null(gateway_api_json_splice(&rec->base, "measures", list, mlen, 1, &slen));
+    free(whole);
+    free(list);
+    free(raw);
+    free(want);
+    free(spliced);
+    free(packed);
+}
+
+static void test_splice(void **state)
+{
+    (void)state;
+    Jrp__V1__Subject subject;
+    jrp__v1__subject__init(&subject);
+    subject.type = JRP__V1__SUBJECT_TYPE__SUBJECT_TYPE_ENTERPRISE;
+    subject.id = "91350100M000100Y43";
+    subject.name = "某某运输有限公司";
+    static char big[300];
+    memset(big, 'x', sizeof(big) - 1); /* a length that takes two varint bytes */
+    Jrp__V1__Action a[2], *ptrs[2] = {&a[0], &a[1]};
+    for (int i = 0; i < 2; i++)
+        jrp__v1__action__init(&a[i]);
+    a[0].action_id = "2b75c0efa0a585acb0eced5bba1ad572";
+    a[0].department = "transport";
+    a[0].measure_code = "STRICT_SUPERVISION";
+    a[0].measure_kind = JRP__V1__MEASURE_KIND__MEASURE_KIND_PENALTY;
+    a[0].measure_text = "列为重点监管对象，提高路面执法和源头检查频次";
+    a[0].legal_basis = big;
+    a[0].valid_from_ms = 1764000000000;
+    a[0].ruleset_version = 1;
+    a[1].action_id = "q\"uote";
+    a[1].valid_until_ms = -5;
+    Jrp__V1__CheckRecord rec;
+    jrp__v1__check_record__init(&rec);
+    rec.check_id = "0123456789abcdef0000000000000001";
+    rec.subject = &subject;
+    rec.department = "transport";
+    rec.requested_by = "tok_0123456789abcdef";
+    rec.checked_at_ms = 1795712823095;
+    rec.measures = ptrs;
+    for (size_t n = 0; n <= 2; n++) {
+        rec.n_measures = n;
+        rec.business_item = "";
+        rec.traceparent = "";
+        expect_same_splice(&rec); /* measures last */
+        rec.business_item = "办理\"许可\"";
+        rec.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        expect_same_splice(&rec); /* fields after the measures */
+        rec.department = "";
+        expect_same_splice(&rec);
+        rec.department = "transport";
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -541,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_error_bodies),
         cmocka_unit_test(test_no_over_read),
         cmocka_unit_test(test_fast_json_matches_pbjson),
+        cmocka_unit_test(test_splice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
