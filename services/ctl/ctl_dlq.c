@@ -37,39 +37,11 @@
 #include "pbjson.h"
 #include "redis.h"
 #include "report.h"
+#include "schemas.h"
 #include "topicscan.h"
 
 #define CTL_DLQ_TIMEOUT_MS 30000
 #define CTL_DLQ_DEFAULT_LIMIT 3
-
-/*
- * Messages by full name, and what a topic holds by the name after topic.prefix. `jrpctl tail`
- * keeps the same tables (ctl_tail.c); they are repeated here rather than shared because that
- * file belongs to another change.
- */
-static const ProtobufCMessageDescriptor *const ctl_dlq_schemas[] = {
-    &jrp__v1__credit_event__descriptor,  &jrp__v1__action__descriptor,
-    &jrp__v1__feedback__descriptor,      &jrp__v1__decision__descriptor,
-    &jrp__v1__subject_state__descriptor, &jrp__v1__rule_set__descriptor,
-    &jrp__v1__alert__descriptor,         &jrp__v1__check_record__descriptor,
-    &jrp__v1__token_record__descriptor,
-};
-
-static const struct {
-    const char *suffix;
-    int is_prefix;
-    const ProtobufCMessageDescriptor *desc;
-} ctl_dlq_topics[] = {
-    {"events", 0, &jrp__v1__credit_event__descriptor},
-    {"actions.", 1, &jrp__v1__action__descriptor},
-    {"feedback", 0, &jrp__v1__feedback__descriptor},
-    {"decisions", 0, &jrp__v1__decision__descriptor},
-    {"state", 0, &jrp__v1__subject_state__descriptor},
-    {"rules", 0, &jrp__v1__rule_set__descriptor},
-    {"alerts", 0, &jrp__v1__alert__descriptor},
-    {"checks", 0, &jrp__v1__check_record__descriptor},
-    {"tokens", 0, &jrp__v1__token_record__descriptor},
-};
 
 /* What one dead letter says about itself. */
 typedef struct ctl_dlq_rec_s {
@@ -444,21 +416,15 @@ static const ProtobufCMessageDescriptor *ctl_dlq_schema(rd_kafka_headers_t *hdrs
                                                         const char *origin, const char *prefix)
 {
     char name[128];
-    if (ctl_dlq_header(hdrs, "jrp-schema", name, sizeof(name)))
-        for (size_t i = 0; i < sizeof(ctl_dlq_schemas) / sizeof(ctl_dlq_schemas[0]); i++)
-            if (!strcmp(ctl_dlq_schemas[i]->name, name))
-                return ctl_dlq_schemas[i];
+    const ProtobufCMessageDescriptor *desc;
+    if (ctl_dlq_header(hdrs, "jrp-schema", name, sizeof(name)) &&
+        (desc = schemas_by_name(name, strlen(name))))
+        return desc;
     size_t plen = prefix ? strlen(prefix) : 0;
-    if (!origin || strncmp(origin, prefix ? prefix : "", plen))
+    if (!origin || strncmp(origin, prefix ? prefix : "", plen) ||
+        !schemas_by_topic(origin + plen, &desc))
         return NULL;
-    const char *suffix = origin + plen;
-    for (size_t i = 0; i < sizeof(ctl_dlq_topics) / sizeof(ctl_dlq_topics[0]); i++) {
-        size_t n = strlen(ctl_dlq_topics[i].suffix);
-        if (ctl_dlq_topics[i].is_prefix ? !strncmp(suffix, ctl_dlq_topics[i].suffix, n)
-                                        : !strcmp(suffix, ctl_dlq_topics[i].suffix))
-            return ctl_dlq_topics[i].desc;
-    }
-    return NULL;
+    return desc;
 }
 
 /* Bytes for a person: a JSON string when UTF-8 text, else a hex dump. */

@@ -27,36 +27,12 @@
 #include "jrp/v1/state.pb-c.h"
 #include "kafka.h"
 #include "pbjson.h"
+#include "schemas.h"
 
 /* How long to wait for the brokers (metadata, watermarks) before giving up. */
 #define CTL_TAIL_CONNECT_MS 10000
 /* Longest single wait, so that a signal, --timeout-ms or --exit is noticed promptly. */
 #define CTL_TAIL_POLL_MS 200
-
-/* Every message a jrp topic carries, found by its full name ("jrp.v1.Action"). */
-static const ProtobufCMessageDescriptor *const ctl_tail_schemas[] = {
-    &jrp__v1__credit_event__descriptor,  &jrp__v1__action__descriptor,
-    &jrp__v1__feedback__descriptor,      &jrp__v1__decision__descriptor,
-    &jrp__v1__subject_state__descriptor, &jrp__v1__rule_set__descriptor,
-    &jrp__v1__alert__descriptor,         &jrp__v1__check_record__descriptor,
-};
-
-/* What a topic holds, by the name after the prefix; desc NULL = dead letters. */
-static const struct {
-    const char *suffix;
-    int is_prefix; /* "actions." matches "actions.<department>" */
-    const ProtobufCMessageDescriptor *desc;
-} ctl_tail_topics[] = {
-    {"events", 0, &jrp__v1__credit_event__descriptor},
-    {"actions.", 1, &jrp__v1__action__descriptor},
-    {"feedback", 0, &jrp__v1__feedback__descriptor},
-    {"decisions", 0, &jrp__v1__decision__descriptor},
-    {"state", 0, &jrp__v1__subject_state__descriptor},
-    {"rules", 0, &jrp__v1__rule_set__descriptor},
-    {"alerts", 0, &jrp__v1__alert__descriptor},
-    {"checks", 0, &jrp__v1__check_record__descriptor},
-    {"dlq", 0, NULL},
-};
 
 typedef struct ctl_tail_s {
     const char *topic;                      /* the resolved full name */
@@ -108,18 +84,10 @@ static int ctl_tail_usage(FILE *out, int rc)
 static int ctl_tail_match_suffix(const char *name, const ProtobufCMessageDescriptor **desc,
                                  int *dead_letters)
 {
-    for (size_t i = 0; i < sizeof(ctl_tail_topics) / sizeof(ctl_tail_topics[0]); i++) {
-        const char *suffix = ctl_tail_topics[i].suffix;
-        size_t n = strlen(suffix);
-        int hit = ctl_tail_topics[i].is_prefix ? !strncmp(name, suffix, n) && name[n]
-                                               : !strcmp(name, suffix);
-        if (hit) {
-            *desc = ctl_tail_topics[i].desc;
-            *dead_letters = !ctl_tail_topics[i].desc;
-            return 1;
-        }
-    }
-    return 0;
+    if (!schemas_by_topic(name, desc))
+        return 0;
+    *dead_letters = !*desc;
+    return 1;
 }
 
 /*
@@ -135,15 +103,6 @@ static void ctl_tail_topic_kind(ctl_tail_t *t, const char *prefix)
     for (const char *s = t->topic; s; s = strchr(s, '.') ? strchr(s, '.') + 1 : NULL)
         if (ctl_tail_match_suffix(s, &t->desc, &t->dead_letters))
             return;
-}
-
-static const ProtobufCMessageDescriptor *ctl_tail_schema(const void *name, size_t size)
-{
-    for (size_t i = 0; i < sizeof(ctl_tail_schemas) / sizeof(ctl_tail_schemas[0]); i++)
-        if (strlen(ctl_tail_schemas[i]->name) == size &&
-            !memcmp(ctl_tail_schemas[i]->name, name, size))
-            return ctl_tail_schemas[i];
-    return NULL;
 }
 
 /* A new JSON string holding the base64 of buf (standard alphabet, padded). */
@@ -200,7 +159,7 @@ static json_t *ctl_tail_decode(const ctl_tail_t *t, const rd_kafka_message_t *m,
     if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         rd_kafka_header_get_last(hdrs, "jrp-schema", &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         val)
-        desc = ctl_tail_schema(val, size);
+        desc = schemas_by_name(val, size);
     if (!desc)
         desc = t->desc;
     if (!desc) {
