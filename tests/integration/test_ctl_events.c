@@ -313,7 +313,15 @@ static int64_t topic_records(test_ctx_t *c, const char *topic, int partitions)
     int64_t sum = 0;
     for (int p = 0; p < partitions; p++) {
         int64_t lo, hi;
-        assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000), 0);
+        rd_kafka_resp_err_t e;
+        /* A topic created a moment ago may still be electing its leader (seen on a busy
+         * machine as NOT_LEADER_OR_FOLLOWER): ask again for a while. */
+        for (int tries = 0;
+             (e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000)) != 0 &&
+             tries < 50;
+             tries++)
+            usleep(200000);
+        assert_int_equal(e, 0);
         sum += hi;
     }
     rd_kafka_destroy(rk);
