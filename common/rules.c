@@ -28,16 +28,19 @@
  * SHA-256 with the algorithm fetched once and a context reused per thread: OpenSSL 3 otherwise
  * looks the algorithm up and allocates a context on every call, which cost more than the hash.
  */
+static _Thread_local EVP_MD_CTX *rules__sha_ctx;
+static _Thread_local EVP_MD *rules__sha256;
+
 void rules_sha256_hex(const void *data, size_t len, char out[65])
 {
-    static _Thread_local EVP_MD_CTX *ctx;
-    static _Thread_local EVP_MD *sha256;
+    EVP_MD_CTX *ctx;
+    EVP_MD *sha256;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-    if (!sha256)
-        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (!ctx)
-        ctx = EVP_MD_CTX_new();
+    if (!(sha256 = rules__sha256))
+        sha256 = rules__sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!(ctx = rules__sha_ctx))
+        ctx = rules__sha_ctx = EVP_MD_CTX_new();
     if (!sha256 || !ctx || !EVP_DigestInit_ex2(ctx, sha256, NULL) ||
         !EVP_DigestUpdate(ctx, data, len) || !EVP_DigestFinal_ex(ctx, md, &n))
         n = 0; /* cannot happen with the built-in SHA-256; keeps out well defined */
@@ -229,6 +232,16 @@ static void *rules__alloc(rules_result_t *res, size_t n)
     void *p = (unsigned char *)c->data + c->used;
     c->used += n;
     return p;
+}
+
+void rules_thread_done(void)
+{
+    EVP_MD_CTX_free(rules__sha_ctx);
+    EVP_MD_free(rules__sha256);
+    free(rules__spare_chunk);
+    rules__sha_ctx = NULL;
+    rules__sha256 = NULL;
+    rules__spare_chunk = NULL;
 }
 
 static void rules__arena_release(rules_result_t *res)

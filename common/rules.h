@@ -129,4 +129,8 @@ void rules_revoke_id(const char *apply_action_id, char out[33]);
 /* Hex SHA-256 of data (65 bytes with the NUL). */
 void rules_sha256_hex(const void *data, size_t len, char out[65]);
 
+/* Releases what the calling thread keeps between calls (a hash context, a spare arena chunk);
+ * a thread that used the matcher calls it before it ends. */
+void rules_thread_done(void);
+
 #endif

@@ -13,12 +13,15 @@
  * difference in what departments were told to do.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -39,6 +42,8 @@
 #define REPLAY_CONNECT_MS 15000
 #define REPLAY_POLL_MS 500
 #define REPLAY_SHOWN_MAX 50 /* differences printed on stdout; --out has them all */
+#define REPLAY_THREADS_MAX 16
+#define REPLAY_QUEUE 4096 /* records waiting per worker */
 
 /* ---- a string-keyed hash map (open addressing, grows at 1/2 full) ---------------------------- */
 
@@ -48,12 +53,18 @@ typedef struct rp_map_s {
     size_t cap, n;
 } rp_map_t;
 
+static uint64_t rp_hash_n(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
 static uint64_t rp_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
+    return rp_hash_n(s, strlen(s));
 }
 
 static size_t *rp_map_slot(rp_map_t *m, const char *key, int *found)
@@ -174,11 +185,19 @@ typedef struct replay_s {
     size_t n_subjects, cap_subjects;
     rp_map_t by_key; /* subject key -> subject */
 
-    /* Counts. */
-    uint64_t events_read, compared, matching, differing, lapses_compared;
-    uint64_t alt_compared, alt_matching, alt_differing; /* --rules / --rules-as-of-event */
+    /* Counts (the workers add to them). */
+    _Atomic uint64_t events_read, compared, matching, differing, lapses_compared;
+    _Atomic uint64_t alt_compared, alt_matching, alt_differing; /* --rules / -as-of-event */
+    _Atomic int failed;                                         /* a worker failed: stop */
+
+    /* Shared by the workers: the rule sets (compiled on first use), what is printed and
+     * written (--out), and the progress line. Everything else they read was built before
+     * they started, or belongs to the subjects they alone are given. */
+    pthread_mutex_t lock;
     uint64_t shown;
     uint64_t last_progress_ms;
+    int threads;                 /* --threads */
+    struct rp_worker_s *workers; /* threads > 1: the events are shared out by subject */
 } replay_t;
 
 static int64_t rp_now_ms(void)
@@ -255,13 +274,17 @@ static size_t rp_subject(replay_t *rp, const char *key)
 
 /* ---- reading a topic to its end ------------------------------------------------------------- */
 
-typedef int rp_record_fn(replay_t *rp, const rd_kafka_message_t *m);
+/* Called per record; returns 0 (done with it), 1 (kept: it destroys the record) or -1. */
+typedef int rp_record_fn(replay_t *rp, rd_kafka_message_t *m);
+/* Called once the records are read, before the reader closes (the kept ones must be gone). */
+typedef int rp_end_fn(replay_t *rp);
 
 /*
  * Read every partition of topic from the beginning up to (not including) the offset of the
  * first record at or after until_ms (0: to the end as of now), calling fn per record.
  */
-static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_fn *fn)
+static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_fn *fn,
+                   rp_end_fn *end_fn)
 {
     char err[512];
     rd_kafka_t *rk = kafka_reader_create(rp->cfg, err, sizeof(err));
@@ -328,11 +351,12 @@ static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_
     for (int32_t p = 0; p < n_parts; p++)
         finished[p] = end[p] <= 0;
     int failed = 0;
-    while (open > 0 && !failed) {
+    while (open > 0 && !failed && !rp->failed) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, REPLAY_POLL_MS);
         if (!m)
             continue;
         int32_t p = m->partition;
+        int kept = 0;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             /* read_committed: the end may lie before the high watermark (an open or aborted
              * transaction's records, commit markers). */
@@ -348,17 +372,23 @@ static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_
                 finished[p] = 1;
                 open--;
             } else {
-                failed = fn(rp, m) != 0;
-                if (m->offset >= end[p] - 1) {
+                int last = m->offset >= end[p] - 1;
+                int r = fn(rp, m); /* m is not to be touched once kept */
+                failed = r < 0;
+                kept = r == 1;
+                if (last) {
                     finished[p] = 1;
                     open--;
                 }
             }
         }
-        rd_kafka_message_destroy(m);
+        if (!kept)
+            rd_kafka_message_destroy(m);
     }
     free(finished);
-    rc = failed;
+    if (end_fn && end_fn(rp))
+        failed = 1;
+    rc = failed || rp->failed;
 done:
     if (md)
         rd_kafka_metadata_destroy(md);
@@ -370,7 +400,7 @@ done:
     return rc;
 }
 
-static int rp_on_decision(replay_t *rp, const rd_kafka_message_t *m)
+static int rp_on_decision(replay_t *rp, rd_kafka_message_t *m)
 {
     char key[512];
     snprintf(key, sizeof(key), "%.*s", m->key ? (int)m->key_len : 0,
@@ -463,8 +493,8 @@ static int rp_load_versions(replay_t *rp)
     return 0;
 }
 
-/* The compiled rules of version; NULL (having said why) if it cannot be had. */
-static const rules_t *rp_rules(replay_t *rp, int64_t version)
+/* The compiled rules of version; NULL (having said why) if it cannot be had. Under rp->lock. */
+static const rules_t *rp_rules_locked(replay_t *rp, int64_t version)
 {
     for (size_t i = 0; i < rp->n_versions; i++) {
         rp_rules_t *v = &rp->versions[i];
@@ -491,6 +521,14 @@ static const rules_t *rp_rules(replay_t *rp, int64_t version)
     return NULL;
 }
 
+static const rules_t *rp_rules(replay_t *rp, int64_t version)
+{
+    pthread_mutex_lock(&rp->lock);
+    const rules_t *r = rp_rules_locked(rp, version);
+    pthread_mutex_unlock(&rp->lock);
+    return r;
+}
+
 /* The version to compare the record with for an event in the window (--rules V or
  * --rules-as-of-event); 0 when the recorded version is the one to use. */
 static int64_t rp_alt_version(const replay_t *rp, int64_t occurred_ms)
@@ -515,13 +553,17 @@ static int64_t rp_alt_version(const replay_t *rp, int64_t occurred_ms)
 
 static void rp_progress(replay_t *rp, int force)
 {
+    if (!force && (rp->events_read & 1023))
+        return; /* the clock is read every 1024 events */
     int64_t now = rp_now_ms();
-    if (!force && now - (int64_t)rp->last_progress_ms < 5000)
-        return;
-    rp->last_progress_ms = (uint64_t)now;
-    fprintf(stderr, "replay: %llu events read, %llu compared, %llu differing\n",
-            (unsigned long long)rp->events_read, (unsigned long long)rp->compared,
-            (unsigned long long)rp->differing);
+    pthread_mutex_lock(&rp->lock);
+    if (force || now - (int64_t)rp->last_progress_ms >= 5000) {
+        rp->last_progress_ms = (uint64_t)now;
+        fprintf(stderr, "replay: %llu events read, %llu compared, %llu differing\n",
+                (unsigned long long)rp->events_read, (unsigned long long)rp->compared,
+                (unsigned long long)rp->differing);
+    }
+    pthread_mutex_unlock(&rp->lock);
 }
 
 /* "OP department/MEASURE id" of each action, joined by "; ". */
@@ -568,6 +610,7 @@ static int rp_compare(replay_t *rp, const char *event_id, const char *key, int32
     rp->differing++;
     char *described = rp_describe(res);
     const char *rec_outcome = d ? rp_outcome_name(d->outcome) : "(no decision recorded)";
+    pthread_mutex_lock(&rp->lock);
     if (rp->shown < REPLAY_SHOWN_MAX) {
         printf("differs: event %s of %s (%d:%lld), rule set %lld\n"
                "  recorded: %s [%s]\n"
@@ -591,6 +634,7 @@ static int rp_compare(replay_t *rp, const char *event_id, const char *key, int32
             json_decref(j);
         }
     }
+    pthread_mutex_unlock(&rp->lock);
     free(described);
     free(mine);
     return 0;
@@ -664,6 +708,7 @@ static int rp_compare_alt(replay_t *rp, const char *event_id, const char *key, i
             rp->alt_matching++;
         } else {
             rp->alt_differing++;
+            pthread_mutex_lock(&rp->lock);
             if (rp->shown < REPLAY_SHOWN_MAX)
                 printf("would differ: event %s of %s\n"
                        "  version %lld (recorded): %s [%s]\n"
@@ -686,6 +731,7 @@ static int rp_compare_alt(replay_t *rp, const char *event_id, const char *key, i
                     json_decref(j);
                 }
             }
+            pthread_mutex_unlock(&rp->lock);
         }
     }
     free(was);
@@ -748,10 +794,11 @@ static int rp_on_event(replay_t *rp, const rd_kafka_message_t *m)
     snprintf(src, sizeof(src), "%d:%lld", (int)m->partition, (long long)m->offset);
     size_t di = rp_map_get(&rp->by_source, src);
     const rp_decision_t *d = di == SIZE_MAX ? NULL : &rp->decisions[di];
-    size_t si = rp_subject(rp, key);
-    if (si == SIZE_MAX)
-        return ctl_fail("out of memory");
-    rp_subject_t *s = &rp->subjects[si];
+    /* The subject's state matters only for an event that was decided: the decision (recorded
+     * under the event's key) names it. Nothing here adds subjects: the workers share the map. */
+    rp_subject_t *s = d ? &rp->subjects[d->subject] : NULL;
+    if (s && strcmp(s->key, key))
+        d = NULL, s = NULL; /* not the engine's record of this event */
     if (d && rp_catch_up(rp, s, di))
         return -1;
 
@@ -842,7 +889,7 @@ static int rp_on_event(replay_t *rp, const rd_kafka_message_t *m)
         jrp__v1__subject_state__free_unpacked(before, NULL);
     rules_result_clear(&res);
     jrp__v1__credit_event__free_unpacked(ev, NULL);
-    if (s->cursor == s->n_decisions && s->st) {
+    if (s && s->cursor == s->n_decisions && s->st) {
         /* Every decision recorded for the subject is accounted for: nothing will read its state
          * again. Released now, a long replay holds only the subjects still to come (on 200,000
          * events of 100,000 subjects: 700 MB -> half, and faster for the page faults saved). */
@@ -852,8 +899,126 @@ static int rp_on_event(replay_t *rp, const rd_kafka_message_t *m)
     return rc;
 }
 
+/* ---- workers: the events shared out by subject -------------------------------------------
+ *
+ * With --threads N > 1 the reader hands each event to the worker its key hashes to, so that one
+ * worker sees all of a subject's events, in the order they were read (as a single thread would).
+ */
+
+typedef struct rp_worker_s {
+    replay_t *rp;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* records arrived, room freed, or the end */
+    rd_kafka_message_t *queue[REPLAY_QUEUE];
+    size_t head, n;
+    int closing;
+} rp_worker_t;
+
+static void *rp_worker_main(void *arg)
+{
+    rp_worker_t *w = arg;
+    rd_kafka_message_t *batch[256];
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->n && !w->closing)
+            pthread_cond_wait(&w->cv, &w->mu);
+        size_t k = 0;
+        for (; w->n && k < sizeof(batch) / sizeof(batch[0]); k++) {
+            batch[k] = w->queue[w->head];
+            w->head = (w->head + 1) % REPLAY_QUEUE;
+            w->n--;
+        }
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        if (!k)
+            break; /* closing, and nothing left */
+        for (size_t i = 0; i < k; i++) {
+            /* After a failure the rest is only released. */
+            if (!w->rp->failed && rp_on_event(w->rp, batch[i]))
+                w->rp->failed = 1;
+            rd_kafka_message_destroy(batch[i]);
+        }
+    }
+    rules_thread_done();
+    return NULL;
+}
+
+/* rp_record_fn of the events with workers: queue m for its subject's worker. */
+static int rp_dispatch(replay_t *rp, rd_kafka_message_t *m)
+{
+    uint64_t h = m->key ? rp_hash_n(m->key, m->key_len) : 0;
+    rp_worker_t *w = &rp->workers[h % (uint64_t)rp->threads];
+    pthread_mutex_lock(&w->mu);
+    while (w->n == REPLAY_QUEUE)
+        pthread_cond_wait(&w->cv, &w->mu);
+    w->queue[(w->head + w->n) % REPLAY_QUEUE] = m;
+    if (++w->n == 1)
+        pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return 1;
+}
+
+/* Let the workers finish what they were given and end (rp_end_fn; again: nothing). */
+static int rp_workers_stop(replay_t *rp)
+{
+    for (int i = 0; rp->workers && i < rp->threads; i++) {
+        rp_worker_t *w = &rp->workers[i];
+        if (!w->started)
+            continue;
+        pthread_mutex_lock(&w->mu);
+        w->closing = 1;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+        w->started = 0;
+    }
+    return 0;
+}
+
+static int rp_workers_start(replay_t *rp)
+{
+    rp->workers = calloc((size_t)rp->threads, sizeof(*rp->workers));
+    if (!rp->workers)
+        return ctl_fail("out of memory");
+    for (int i = 0; i < rp->threads; i++) {
+        rp_worker_t *w = &rp->workers[i];
+        w->rp = rp;
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->cv, NULL);
+        int e = pthread_create(&w->thread, NULL, rp_worker_main, w);
+        if (e) {
+            rp_workers_stop(rp);
+            return ctl_fail("cannot start a replay thread: %s", strerror(e));
+        }
+        w->started = 1;
+    }
+    return 0;
+}
+
+static void rp_workers_free(replay_t *rp)
+{
+    if (!rp->workers)
+        return;
+    rp_workers_stop(rp);
+    for (int i = 0; i < rp->threads; i++) {
+        pthread_mutex_destroy(&rp->workers[i].mu);
+        pthread_cond_destroy(&rp->workers[i].cv);
+    }
+    free(rp->workers);
+    rp->workers = NULL;
+}
+
+/* rp_record_fn of the events on one thread. */
+static int rp_on_event_here(replay_t *rp, rd_kafka_message_t *m)
+{
+    return rp_on_event(rp, m) ? -1 : 0;
+}
+
 static void rp_free(replay_t *rp)
 {
+    rp_workers_free(rp);
     for (size_t i = 0; i < rp->n_decisions; i++) {
         free(rp->decisions[i].event_id);
         free(rp->decisions[i].actions);
@@ -872,11 +1037,12 @@ static void rp_free(replay_t *rp)
         rules_destroy(rp->versions[i].rules);
     free(rp->versions);
     store_destroy(rp->store);
+    pthread_mutex_destroy(&rp->lock);
 }
 
 static const char rp_usage[] =
     "usage: jrpctl replay --from TIME --to TIME [--rules V | --rules-as-of-event]\n"
-    "                     [--subject KEY] [--out FILE]\n"
+    "                     [--subject KEY] [--out FILE] [--threads N]\n"
     "Re-decides the events recorded in [from, to) in memory and compares with the recorded\n"
     "decisions; writes nothing. TIME: epoch ms or RFC 3339 (a date alone is 00:00 UTC+8).\n"
     "  --rules V            match the window against rule-set version V (\"what would V have\n"
@@ -884,6 +1050,8 @@ static const char rp_usage[] =
     "  --rules-as-of-event  the newest version created before each event occurred\n"
     "  --subject KEY        one subject only (\"enterprise:9135...\")\n"
     "  --out FILE           every difference as a JSON line\n"
+    "  --threads N          match on N threads, subjects shared out among them (default: one\n"
+    "                       per processor)\n"
     "Prints the counts and the first differences; exit 0 when the replay ran (whatever it\n"
     "found), 1 when it could not.\n";
 
@@ -914,7 +1082,15 @@ int ctl_replay(config_t *cfg, int argc, char **argv)
             rp.subject_filter = argv[++i];
         else if (!strcmp(a, "--out") && more)
             out_path = argv[++i];
-        else
+        else if (!strcmp(a, "--threads") && more) {
+            char *end;
+            errno = 0;
+            long t = strtol(argv[++i], &end, 10);
+            if (errno || *end || t < 1 || t > REPLAY_THREADS_MAX)
+                return ctl_fail("--threads wants a number from 1 to %d, not \"%s\"",
+                                REPLAY_THREADS_MAX, argv[i]);
+            rp.threads = (int)t;
+        } else
             return ctl_fail("replay: unexpected \"%s\" (jrpctl replay --help)", a);
     }
     if (!from || !to)
@@ -934,8 +1110,15 @@ int ctl_replay(config_t *cfg, int argc, char **argv)
         if (ids_subject_key_parse(rp.subject_filter, &t, &id, &code, why, sizeof(why)))
             return ctl_fail("--subject: \"%s\": %s", rp.subject_filter, why);
     }
+    if (!rp.threads) { /* one per processor, and one is enough for one subject */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        rp.threads = rp.subject_filter || cpus < 1 ? 1
+                     : cpus > REPLAY_THREADS_MAX   ? REPLAY_THREADS_MAX
+                                                   : (int)cpus;
+    }
     char err[512];
     int rc = 1;
+    pthread_mutex_init(&rp.lock, NULL);
     rp.store = store_create(cfg, err, sizeof(err));
     if (!rp.store)
         return ctl_fail("%s", err);
@@ -953,12 +1136,16 @@ int ctl_replay(config_t *cfg, int argc, char **argv)
     char topic[512];
     snprintf(topic, sizeof(topic), "%sdecisions", prefix);
     int64_t started = rp_now_ms();
-    if (rp_scan(&rp, topic, 0, rp_on_decision))
+    if (rp_scan(&rp, topic, 0, rp_on_decision, NULL))
         goto done;
     fprintf(stderr, "replay: %zu recorded decisions of %zu subjects read\n", rp.n_decisions,
             rp.n_subjects);
     snprintf(topic, sizeof(topic), "%sevents", prefix);
-    if (rp_scan(&rp, topic, rp.to_ms == INT64_MAX ? 0 : rp.to_ms, rp_on_event))
+    if (rp.threads > 1 && rp_workers_start(&rp))
+        goto done;
+    if (rp_scan(&rp, topic, rp.to_ms == INT64_MAX ? 0 : rp.to_ms,
+                rp.threads > 1 ? rp_dispatch : rp_on_event_here,
+                rp.threads > 1 ? rp_workers_stop : NULL))
         goto done;
     /* Lapses recorded after each subject's last event read. */
     for (size_t i = 0; i < rp.n_subjects; i++)
