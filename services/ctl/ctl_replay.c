@@ -128,6 +128,73 @@ static int rp_map_put(rp_map_t *m, const char *key, size_t value)
     return 0;
 }
 
+/* ---- an event's position -> its decision (open addressing on the position itself) ---------- */
+
+typedef struct rp_pos_map_s {
+    uint64_t *keys; /* position + 1; 0 = empty */
+    size_t *values;
+    size_t cap, n;
+} rp_pos_map_t;
+
+/* An event's place in its topic as one number: partition and offset. */
+static uint64_t rp_pos(int32_t partition, int64_t offset)
+{
+    return ((uint64_t)(uint32_t)partition << 48 | ((uint64_t)offset & 0xffffffffffffULL)) + 1;
+}
+
+static size_t rp_pos_slot(const rp_pos_map_t *m, uint64_t key)
+{
+    size_t i = (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 20) & (m->cap - 1);
+    while (m->keys[i] && m->keys[i] != key)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static int rp_pos_put(rp_pos_map_t *m, uint64_t key, size_t value)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        rp_pos_map_t b = {.cap = m->cap ? m->cap * 2 : 4096};
+        b.keys = calloc(b.cap, sizeof(*b.keys));
+        b.values = calloc(b.cap, sizeof(*b.values));
+        if (!b.keys || !b.values) {
+            free(b.keys);
+            free(b.values);
+            return -1;
+        }
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->keys[i]) {
+                size_t j = rp_pos_slot(&b, m->keys[i]);
+                b.keys[j] = m->keys[i];
+                b.values[j] = m->values[i];
+            }
+        b.n = m->n;
+        free(m->keys);
+        free(m->values);
+        *m = b;
+    }
+    size_t i = rp_pos_slot(m, key);
+    m->n += !m->keys[i];
+    m->keys[i] = key;
+    m->values[i] = value;
+    return 0;
+}
+
+/* The value at key, or SIZE_MAX. */
+static size_t rp_pos_get(const rp_pos_map_t *m, uint64_t key)
+{
+    if (!m->cap)
+        return SIZE_MAX;
+    size_t i = rp_pos_slot(m, key);
+    return m->keys[i] ? m->values[i] : SIZE_MAX;
+}
+
+static void rp_pos_free(rp_pos_map_t *m)
+{
+    free(m->keys);
+    free(m->values);
+    memset(m, 0, sizeof(*m));
+}
+
 static void rp_map_free(rp_map_t *m)
 {
     for (size_t i = 0; i < m->cap; i++)
@@ -180,7 +247,7 @@ typedef struct replay_s {
 
     rp_decision_t *decisions;
     size_t n_decisions, cap_decisions;
-    rp_map_t by_source; /* "partition:offset" of an event -> decision */
+    rp_pos_map_t by_source; /* an event's partition and offset -> its decision */
     rp_subject_t *subjects;
     size_t n_subjects, cap_subjects;
     rp_map_t by_key; /* subject key -> subject */
@@ -446,12 +513,9 @@ static int rp_on_decision(replay_t *rp, rd_kafka_message_t *m)
         s->cap_decisions = cap;
     }
     s->decisions[s->n_decisions++] = rp->n_decisions;
-    if (x->partition >= 0) {
-        char src[64];
-        snprintf(src, sizeof(src), "%d:%lld", (int)x->partition, (long long)x->offset);
-        if (rp_map_put(&rp->by_source, src, rp->n_decisions))
-            goto done;
-    }
+    if (x->partition >= 0 &&
+        rp_pos_put(&rp->by_source, rp_pos(x->partition, x->offset), rp->n_decisions))
+        goto done;
     rp->n_decisions++;
     rc = 0;
 done:
@@ -790,9 +854,7 @@ static int rp_on_event(replay_t *rp, const rd_kafka_message_t *m)
     rd_kafka_timestamp_type_t tstype;
     int64_t ts = rd_kafka_message_timestamp(m, &tstype);
     int in_window = ts >= rp->from_ms && ts < rp->to_ms;
-    char src[64];
-    snprintf(src, sizeof(src), "%d:%lld", (int)m->partition, (long long)m->offset);
-    size_t di = rp_map_get(&rp->by_source, src);
+    size_t di = rp_pos_get(&rp->by_source, rp_pos(m->partition, m->offset));
     const rp_decision_t *d = di == SIZE_MAX ? NULL : &rp->decisions[di];
     /* The subject's state matters only for an event that was decided: the decision (recorded
      * under the event's key) names it. Nothing here adds subjects: the workers share the map. */
@@ -1032,7 +1094,7 @@ static void rp_free(replay_t *rp)
     }
     free(rp->subjects);
     rp_map_free(&rp->by_key);
-    rp_map_free(&rp->by_source);
+    rp_pos_free(&rp->by_source);
     for (size_t i = 0; i < rp->n_versions; i++)
         rules_destroy(rp->versions[i].rules);
     free(rp->versions);
