@@ -230,6 +230,7 @@ typedef struct rp_rules_s {
     int64_t version;
     int64_t created_at_ms;
     rules_t *rules; /* compiled on first use */
+    int failed;     /* it could not be had (said once) */
 } rp_rules_t;
 
 typedef struct replay_s {
@@ -544,9 +545,13 @@ static int rp_load_versions(replay_t *rp)
         rp->versions[i].version = versions[i];
         if (rp->as_of_event) { /* their creation times decide; otherwise compile on demand */
             Jrp__V1__RuleSet *rs = NULL;
-            if (store_rules_get(rp->store, versions[i], &rs, err, sizeof(err))) {
+            int got = store_rules_get(rp->store, versions[i], &rs, err, sizeof(err));
+            if (got) {
                 free(versions);
-                return ctl_fail("rule set version %lld: %s", (long long)versions[i], err);
+                return ctl_fail("rule set version %lld: %s", (long long)versions[i],
+                                got == 1 ? "listed but not stored (jrpctl rebuild restores rule "
+                                           "sets from credit.rules)"
+                                         : err);
             }
             rp->versions[i].created_at_ms = rs->created_at_ms;
             jrp__v1__rule_set__free_unpacked(rs, NULL);
@@ -564,18 +569,19 @@ static const rules_t *rp_rules_locked(replay_t *rp, int64_t version)
         rp_rules_t *v = &rp->versions[i];
         if (v->version != version)
             continue;
-        if (!v->rules) {
-            char err[512];
+        if (!v->rules && !v->failed) {
+            char err[512] = "";
             Jrp__V1__RuleSet *rs = NULL;
-            if (store_rules_get(rp->store, version, &rs, err, sizeof(err))) {
+            int got = store_rules_get(rp->store, version, &rs, err, sizeof(err));
+            if (got == 1)
+                ctl_fail("rule set version %lld is listed but not stored (jrpctl rebuild "
+                         "restores rule sets from credit.rules)",
+                         (long long)version);
+            else if (got)
                 ctl_fail("rule set version %lld: %s", (long long)version, err);
-                return NULL;
-            }
-            v->rules = rules_compile(rs, err, sizeof(err));
-            if (!v->rules) {
+            else if (!(v->rules = rules_compile(rs, err, sizeof(err))))
                 ctl_fail("rule set version %lld does not compile: %s", (long long)version, err);
-                return NULL;
-            }
+            v->failed = !v->rules;
         }
         return v->rules;
     }
