@@ -27,6 +27,7 @@
 #define ENGINE_KEY_MAX 160
 #define ENGINE_TXN_TIMEOUT_MS 30000
 #define ENGINE_LAPSE_BATCH 500
+#define ENGINE_TXN_RETRY_BACKOFF_MS "10"
 
 /* --- the in-memory state cache ---------------------------------------------------------------- */
 
@@ -195,6 +196,12 @@ static int64_t engine__wall_ms(void)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Record the time since t0 (uv_hrtime) in the stage's histogram. */
+static void engine__observe_stage(engine_t *eng, int stage, uint64_t t0)
+{
+    ops_histogram_observe(&eng->stats.stage_seconds[stage], (double)(uv_hrtime() - t0) / 1e9);
 }
 
 static void engine__fatal(engine_t *eng, const char *what, const char *why)
@@ -771,19 +778,22 @@ static int engine__redis_lost(engine_t *eng)
 }
 
 /*
- * Find every subject of the batch in the cache, loading the rest from Redis in one round trip.
- * Subjects with no state anywhere start empty. 0 or -1 (Redis trouble).
+ * Find every subject of the batch in the cache, loading the rest from Redis in one round trip
+ * that also checks, after the loads, that every owned partition is still marked ready (a flush
+ * between could otherwise go unnoticed). Subjects with no state anywhere start empty. 0, or -1
+ * when Redis is unreachable or lost the cache of a partition (recovery must run first).
  */
 static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
 {
     char err[512];
     const char **missing = calloc(eng->n_items + 1, sizeof(char *));
     int32_t *missing_part = calloc(eng->n_items + 1, sizeof(int32_t));
+    int *ready = calloc(eng->n_owned + 1, sizeof(int));
     size_t n_missing = 0;
     Jrp__V1__SubjectState **loaded = NULL;
     int64_t *offsets = NULL;
     int rc = -1;
-    if (!missing || !missing_part)
+    if (!missing || !missing_part || !ready)
         goto done;
     eng->batch_seq++;
     for (size_t i = 0; i < eng->n_items; i++) {
@@ -802,15 +812,22 @@ static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
             missing_part[n_missing++] = eng->items[i].m->partition;
         }
     }
-    if (n_missing) {
-        loaded = calloc(n_missing, sizeof(*loaded));
-        offsets = calloc(n_missing, sizeof(*offsets));
-        if (!loaded || !offsets)
-            goto done;
-        if (store_load_states(eng->store, n_missing, missing, loaded, offsets, err, sizeof(err))) {
-            log_warn("%s", err);
+    loaded = calloc(n_missing + 1, sizeof(*loaded));
+    offsets = calloc(n_missing + 1, sizeof(*offsets));
+    if (!loaded || !offsets)
+        goto done;
+    if (store_load_states_checked(eng->store, n_missing, missing, loaded, offsets, eng->n_owned,
+                                  eng->owned, ready, err, sizeof(err))) {
+        log_warn("%s", err);
+        goto done;
+    }
+    for (size_t i = 0; i < eng->n_owned; i++)
+        if (!ready[i]) {
+            log_warn("Redis lost the state of partition %d: rebuilding it from %s",
+                     (int)eng->owned[i], eng->topic_state);
             goto done;
         }
+    if (n_missing) {
         if (eng->cache_max && eng->cache.count + n_missing > eng->cache_max)
             engine__cache_evict(eng); /* every state is in Redis too: evicting is safe */
         for (size_t j = 0; j < n_missing; j++) {
@@ -848,6 +865,7 @@ done:
     free(offsets);
     free(missing);
     free(missing_part);
+    free(ready);
     return rc;
 }
 
@@ -938,8 +956,10 @@ static void engine__abort(engine_t *eng, const char *why)
 static int engine__commit(engine_t *eng, rd_kafka_t *consumer)
 {
     char err[512];
+    uint64_t t0 = uv_hrtime();
     kafka_err_class_t c =
         kafka_txn_commit(eng->producer, consumer, ENGINE_TXN_TIMEOUT_MS, err, sizeof(err));
+    engine__observe_stage(eng, ENGINE_STAGE_COMMIT, t0);
     if (c == KAFKA_ERR_FATAL) {
         engine__fatal(eng, "commit_transaction", err);
         return -1;
@@ -953,7 +973,9 @@ static int engine__commit(engine_t *eng, rd_kafka_t *consumer)
         ops_histogram_observe(&eng->stats.batch_seconds,
                               (double)(uv_now(eng->loop) - eng->batch_started_ms) / 1000.0);
     eng->batch_started_ms = 0;
+    t0 = uv_hrtime();
     engine__write_redis(eng);
+    engine__observe_stage(eng, ENGINE_STAGE_REDIS, t0);
     return 0;
 }
 
@@ -984,6 +1006,7 @@ static void engine__process_batch(engine_t *eng)
         return;
     }
     int64_t now = engine__wall_ms();
+    uint64_t t0 = uv_hrtime();
     char(*keys)[ENGINE_KEY_MAX] = calloc(eng->n_items, ENGINE_KEY_MAX);
     if (!keys) {
         engine__fatal(eng, "batch", "out of memory");
@@ -991,8 +1014,7 @@ static void engine__process_batch(engine_t *eng)
     }
     for (size_t i = 0; i < eng->n_items; i++)
         engine__decode(&eng->items[i], keys[i], ENGINE_KEY_MAX);
-    int lost = engine__redis_lost(eng);
-    if (lost != 0 || engine__resolve_subjects(eng, keys)) {
+    if (engine__resolve_subjects(eng, keys)) {
         eng->needs_recovery = 1;
         free(keys);
         engine__process_batch(eng); /* gives the records back */
@@ -1051,6 +1073,7 @@ static void engine__process_batch(engine_t *eng)
         return;
     }
     size_t n_events = eng->n_items;
+    engine__observe_stage(eng, ENGINE_STAGE_DECIDE, t0);
     if (engine__commit(eng, eng->consumer) == 0) {
         eng->stats.events += n_events;
         eng->stats.actions += actions;
@@ -1313,7 +1336,12 @@ engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
     snprintf(txid, sizeof(txid), "jrp-engine-%s", eng->instance);
     snprintf(tto, sizeof(tto), "%lld", config_get_int(cfg, "engine.transaction_timeout_ms"));
     conf = rd_kafka_conf_new();
-    if (config_apply_kafka(cfg, conf, errstr, errstr_size) ||
+    /* A transaction's first requests are refused (CONCURRENT_TRANSACTIONS) until the broker has
+     * written the previous one's markers, typically 5-50 ms here: retried after librdkafka's
+     * default 100 ms, AddOffsetsToTxn added that much to most commits (docs/engine.md). */
+    if (rd_kafka_conf_set(conf, "retry.backoff.ms", ENGINE_TXN_RETRY_BACKOFF_MS, errstr,
+                          errstr_size) ||
+        config_apply_kafka(cfg, conf, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
@@ -1335,13 +1363,16 @@ engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
     }
 
     /* The consumer: static membership under the same instance name. Prefetch is bounded so a
-     * backlog does not swell memory (configured kafka.* keys may change these two). */
+     * backlog does not swell memory (configured kafka.* keys may change these): by count too,
+     * since queued.max.messages.kbytes counts payload only and each small record costs about
+     * 270 bytes more, plus the fetch buffer it pins (docs/engine.md, "Memory"). */
     conf = rd_kafka_conf_new();
     char gid[200];
     snprintf(gid, sizeof(gid), "%s", config_get(cfg, "engine.group"));
     if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "fetch.max.bytes", "2097152", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "max.partition.fetch.bytes", "262144", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "queued.min.messages", "5000", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "max.partition.fetch.bytes", "131072", errstr, errstr_size) ||
         config_apply_kafka(cfg, conf, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "group.id", gid, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "group.instance.id", eng->instance, errstr, errstr_size) ||
@@ -1521,4 +1552,10 @@ void engine_write_metrics(const engine_t *eng, ops_text_t *t)
     ops_family(t, "jrp_engine_batch_seconds", "histogram",
                "From a batch's first record to its committed transaction.");
     ops_histogram_write(t, "jrp_engine_batch_seconds", NULL, &st.batch_seconds);
+    static const char *const stages[] = {"stage=\"decide\"", "stage=\"commit\"", "stage=\"redis\""};
+    ops_family(t, "jrp_engine_stage_seconds", "histogram",
+               "Time of a batch's stages: deciding (decode, Redis load, rules, produce), "
+               "committing the transaction, writing Redis after it.");
+    for (size_t i = 0; i < sizeof(stages) / sizeof(*stages); i++)
+        ops_histogram_write(t, "jrp_engine_stage_seconds", stages[i], &st.stage_seconds[i]);
 }

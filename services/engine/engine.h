@@ -54,7 +54,11 @@ typedef struct engine_stats_s {
     int64_t rules_version;         /* the version in force */
     uint64_t partitions;           /* partitions of credit.events owned now */
     ops_histogram_t batch_seconds; /* first record of a batch to its committed transaction */
+    /* Where a batch's time goes (ENGINE_STAGE_*): deciding (decode, Redis load, rules, produce),
+     * committing (offsets and commit_transaction), writing Redis after the commit. */
+    ops_histogram_t stage_seconds[3];
 } engine_stats_t;
+enum { ENGINE_STAGE_DECIDE, ENGINE_STAGE_COMMIT, ENGINE_STAGE_REDIS };
 void engine_get_stats(const engine_t *eng, engine_stats_t *out);
 
 /* NULL when the engine is doing its work; otherwise why not (for /readyz). */
