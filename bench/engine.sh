@@ -3,7 +3,11 @@
 # the sample rules beside a passthrough (same records and transaction batching, no logic) and a naive
 # Python peer (bench/naive_peer.py); p50/p99 latency at half of each peak; the engine's peak RSS.
 # Prints the table, writes it to <build>/bench/engine.md. Usage: bench/engine.sh [BUILD_DIR]
-# (BENCH_N, BENCH_NAIVE_N, BENCH_REPEAT change the sizes; small N understate the passthrough).
+# (BENCH_N, BENCH_NAIVE_N, BENCH_REPEAT change the sizes; small N understate the passthrough.
+# To iterate on latency alone: BENCH_RATE=<engine events/s> [BENCH_PASS_RATE=<events/s>] skips the
+# peak runs and measures at those rates; BENCH_SYSTEMS="engine pass" leaves the naive peer out;
+# BENCH_LOGS=<dir> keeps each engine's stderr there; BENCH_CONF=<file> uses the Kafka and Redis it
+# names instead of starting the local servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROG=bench
@@ -18,6 +22,12 @@ REPEAT=${BENCH_REPEAT:-3}
 VENV=build/bench/venv
 MD=$VDIR/bench/engine.md
 RUN_ID=$(date +%s)-$$
+SYSTEMS=${BENCH_SYSTEMS:-engine pass naive}
+FIXED_RATE=${BENCH_RATE:-}
+LOGS=${BENCH_LOGS:-}
+BASE_CONF=${BENCH_CONF:-build/local/jrp.conf}
+[[ -n $LOGS ]] && mkdir -p "$LOGS"
+has() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 for f in "$BE" "$ENGINE" "$CTL"; do [[ -x $f ]] || die "$f is missing: make -j2 all benches"; done
 
 START=$SECONDS TMP=$(mktemp -d) BG=() SERVERS_STARTED='' CONF='' SEQ=0
@@ -90,7 +100,7 @@ new_conf() {
     P=jrpb-$RUN_ID-$SEQ-$1
     CONF=$TMP/$P.conf
     {
-        cat build/local/jrp.conf
+        cat "$BASE_CONF"
         printf '%s = %s\n' topic.prefix "$P." redis.prefix "$P:" engine.instance "$P" \
             engine.group "$P" log.level warn kafka.log_level 3 engine.listen 127.0.0.1:0
     } >"$CONF"
@@ -99,7 +109,7 @@ new_conf() {
 drop_prefix() {
     local url
     timeout 90 "$BE" drop "$CONF" >/dev/null || say "could not delete the topics of $P"
-    url=$(sed -n 's/^redis.url *= *//p' build/local/jrp.conf)
+    url=$(sed -n 's/^redis.url *= *//p' "$BASE_CONF")
     timeout 120 redis-cli -u "$url" --scan --pattern "$P:*" |
         timeout 120 xargs -r -n 1000 redis-cli -u "$url" unlink >/dev/null ||
         say "could not delete the Redis keys of $P"
@@ -115,8 +125,10 @@ cpu_s() {
 }
 
 # --- setup -------------------------------------------------------------------------------------
-deploy/local/up.sh
-grep -q '^kafka=started' build/local/up.state && SERVERS_STARTED=1
+if [[ -z ${BENCH_CONF:-} ]]; then
+    deploy/local/up.sh
+    grep -q '^kafka=started' build/local/up.state && SERVERS_STARTED=1
+fi
 # apt <package>: install a Debian package (root only), updating the lists if needed.
 apt() {
     ((EUID == 0)) || die "$1 is missing: apt-get install $1"
@@ -154,6 +166,7 @@ engine_peak() {
     rss=$(rss_mb "$epid")
     cpu=$(cpu_s "$epid")
     stop "$epid"
+    keep_log engine-peak
     line=$(timeout 300 "$BE" count "$CONF" actions. decisions state alerts)
     records=$(kv records "$line")
     E_RATE+=("$rate") E_RSS+=("$rss") E_CPU+=("$cpu")
@@ -229,6 +242,7 @@ engine_latency() {
     E_LAT=$LAT E_LAT_N=$n
     note "engine at $1/s: $LAT"
     stop "$epid"
+    keep_log engine-lat
 }
 pass_latency() {
     local n
@@ -257,22 +271,36 @@ naive_latency() {
     bg_wait "$npid" 60 "$TMP/naive.log"
 }
 
+# keep_log <name>: the engine's stderr into BENCH_LOGS, if set.
+keep_log() {
+    [[ -z $LOGS ]] || cp "$TMP/engine.log" "$LOGS/$1-$SEQ.log"
+}
+
 # --- run -----------------------------------------------------------------------------------------
 E_RATE=() E_RSS=() E_CPU=() E_K=() P_RATE=() N_RATE=() K=0 NAIVE_K=0 R_RATE=() R_DIFF=() RD_RATE=()
-for ((r = 1; r <= REPEAT; r++)); do
-    note "peak run $r of $REPEAT (engine $N events, passthrough $N, naive peer $NAIVE_N)"
-    engine_peak
-    K=$(median "${E_K[@]}")
-    pass_peak
-    naive_peak
-done
+if [[ -n $FIXED_RATE ]]; then
+    # Latency only, at the given rates (twice them stand in for the peaks in the table).
+    K=7 NAIVE_K=5
+    E_RATE=($((FIXED_RATE * 2))) P_RATE=($((${BENCH_PASS_RATE:-$FIXED_RATE} * 2))) N_RATE=(0)
+    E_RSS=(0) E_CPU=(0) R_RATE=(0) R_DIFF=(0) RD_RATE=(0)
+else
+    for ((r = 1; r <= REPEAT; r++)); do
+        note "peak run $r of $REPEAT (engine $N events, passthrough $N, naive peer $NAIVE_N)"
+        engine_peak
+        K=$(median "${E_K[@]}")
+        if has pass; then pass_peak; else P_RATE+=(0); fi
+        if has naive; then naive_peak; else N_RATE+=(0); fi
+    done
+fi
 E=$(median "${E_RATE[@]}") PT=$(median "${P_RATE[@]}") NV=$(median "${N_RATE[@]}")
 RSS=$(median "${E_RSS[@]}") CPU=$(median "${E_CPU[@]}")
 RP=$(median "${R_RATE[@]}") RD=$(median "${RD_RATE[@]}")
 note "latency at half the peak rate: engine $((E / 2))/s, passthrough $((PT / 2))/s, naive $((NV / 2))/s"
+E_LAT="p50_ms=- p99_ms=- seen_p50_ms=- seen_p99_ms=-" P_LAT=$E_LAT N_LAT=$E_LAT
+E_LAT_N=0 P_LAT_N=0 N_LAT_N=0
 engine_latency $((E / 2))
-pass_latency $((PT / 2))
-naive_latency $((NV / 2))
+if has pass && ((PT > 0)); then pass_latency $((PT / 2)); fi
+if has naive && ((NV > 0)); then naive_latency $((NV / 2)); fi
 drop_prefix
 
 # --- table ---------------------------------------------------------------------------------------

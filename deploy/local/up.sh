@@ -113,8 +113,10 @@ format_kafka() {
     say "formatted new Kafka storage (cluster id $id)"
 }
 
+# The heap: 512 MB ran out (OutOfMemoryError, broker shut itself down) once the tests and
+# benchmarks had left ~15,000 partitions behind; JRP_KAFKA_HEAP overrides.
 start_kafka() {
-    setsid java -Xms256m -Xmx512m -XX:+UseG1GC \
+    setsid java -Xms256m -Xmx"${JRP_KAFKA_HEAP:-1g}" -XX:+UseG1GC \
         -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.yaml" \
         -cp "$JARS/*" kafka.Kafka "$KAFKA_CONF" >"$KAFKA_LOG" 2>&1 </dev/null &
     STARTED_KAFKA=$!
