@@ -347,25 +347,43 @@ typedef int rp_record_fn(replay_t *rp, rd_kafka_message_t *m);
 /* Called once the records are read, before the reader closes (the kept ones must be gone). */
 typedef int rp_end_fn(replay_t *rp);
 
+/* A topic being read from the beginning to a fixed end. */
+typedef struct rp_reader_s {
+    rd_kafka_t *rk;
+    char topic[256];
+    int32_t n_parts;
+    int64_t *end; /* per partition: the offset to stop before */
+} rp_reader_t;
+
+static void rp_reader_close(rp_reader_t *r)
+{
+    if (r->rk) {
+        rd_kafka_consumer_close(r->rk);
+        rd_kafka_destroy(r->rk);
+    }
+    free(r->end);
+    memset(r, 0, sizeof(*r));
+}
+
 /*
- * Read every partition of topic from the beginning up to (not including) the offset of the
- * first record at or after until_ms (0: to the end as of now), calling fn per record.
+ * Start reading every partition of topic from the beginning up to (not including) the offset of
+ * the first record at or after until_ms (0: to the end as of now). The reader fetches ahead from
+ * here on (rp_reader_run hands the records over). 0, or -1 having said why.
  */
-static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_fn *fn,
-                   rp_end_fn *end_fn)
+static int rp_reader_open(replay_t *rp, rp_reader_t *r, const char *topic, int64_t until_ms)
 {
     char err[512];
-    rd_kafka_t *rk = kafka_reader_create(rp->cfg, err, sizeof(err));
-    if (!rk)
+    memset(r, 0, sizeof(*r));
+    snprintf(r->topic, sizeof(r->topic), "%s", topic);
+    r->rk = kafka_reader_create(rp->cfg, err, sizeof(err));
+    if (!r->rk)
         return ctl_fail("cannot create a Kafka reader: %s", err);
-    int rc = 1;
+    int rc = -1;
     const rd_kafka_metadata_t *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(rk, 0, rkt, &md, REPLAY_CONNECT_MS);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, topic, NULL);
+    rd_kafka_resp_err_t kerr = rd_kafka_metadata(r->rk, 0, rkt, &md, REPLAY_CONNECT_MS);
     rd_kafka_topic_destroy(rkt);
     rd_kafka_topic_partition_list_t *parts = NULL;
-    int32_t n_parts = 0;
-    int64_t *end = NULL;
     if (kerr || md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt <= 0) {
         ctl_fail("topic %s: %s", topic,
                  kerr ? rd_kafka_err2str(kerr)
@@ -373,54 +391,69 @@ static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_
                                                        : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
         goto done;
     }
-    n_parts = md->topics[0].partition_cnt;
-    end = calloc((size_t)n_parts, sizeof(*end));
-    parts = rd_kafka_topic_partition_list_new(n_parts);
-    if (!end || !parts) {
+    r->n_parts = md->topics[0].partition_cnt;
+    r->end = calloc((size_t)r->n_parts, sizeof(*r->end));
+    parts = rd_kafka_topic_partition_list_new(r->n_parts);
+    if (!r->end || !parts) {
         ctl_fail("out of memory");
         goto done;
     }
     /* Where to stop: the high watermark now, or the first offset at until_ms. */
-    for (int32_t p = 0; p < n_parts; p++) {
+    for (int32_t p = 0; p < r->n_parts; p++) {
         int64_t lo = 0, hi = 0;
-        kerr = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, REPLAY_CONNECT_MS);
+        kerr = rd_kafka_query_watermark_offsets(r->rk, topic, p, &lo, &hi, REPLAY_CONNECT_MS);
         if (kerr) {
             ctl_fail("watermarks of %s [%d]: %s", topic, (int)p, rd_kafka_err2str(kerr));
             goto done;
         }
-        end[p] = hi;
+        r->end[p] = hi;
         rd_kafka_topic_partition_list_add(parts, topic, p)->offset = until_ms ? until_ms : 0;
     }
     if (until_ms) {
-        kerr = rd_kafka_offsets_for_times(rk, parts, REPLAY_CONNECT_MS);
+        kerr = rd_kafka_offsets_for_times(r->rk, parts, REPLAY_CONNECT_MS);
         if (kerr) {
             ctl_fail("looking up offsets at %lld on %s: %s", (long long)until_ms, topic,
                      rd_kafka_err2str(kerr));
             goto done;
         }
         for (int i = 0; i < parts->cnt; i++)
-            if (parts->elems[i].offset >= 0 && parts->elems[i].offset < end[i])
-                end[i] = parts->elems[i].offset;
+            if (parts->elems[i].offset >= 0 && parts->elems[i].offset < r->end[i])
+                r->end[i] = parts->elems[i].offset;
     }
-    int32_t open = 0;
-    for (int i = 0; i < parts->cnt; i++) {
+    for (int i = 0; i < parts->cnt; i++)
         parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-        open += end[i] > 0;
-    }
-    if ((kerr = rd_kafka_assign(rk, parts))) {
+    if ((kerr = rd_kafka_assign(r->rk, parts))) {
         ctl_fail("cannot read %s: %s", topic, rd_kafka_err2str(kerr));
         goto done;
     }
+    rc = 0;
+done:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (rc)
+        rp_reader_close(r);
+    return rc;
+}
+
+/* Hand every record up to the end to fn, then call end_fn; 0, or 1 when it failed. */
+static int rp_reader_run(replay_t *rp, rp_reader_t *r, rp_record_fn *fn, rp_end_fn *end_fn)
+{
+    int32_t n_parts = r->n_parts, open = 0;
+    const int64_t *end = r->end;
     char *finished = calloc((size_t)n_parts, 1);
     if (!finished) {
         ctl_fail("out of memory");
-        goto done;
+        return 1;
     }
-    for (int32_t p = 0; p < n_parts; p++)
+    for (int32_t p = 0; p < n_parts; p++) {
         finished[p] = end[p] <= 0;
+        open += end[p] > 0;
+    }
     int failed = 0;
     while (open > 0 && !failed && !rp->failed) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, REPLAY_POLL_MS);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, REPLAY_POLL_MS);
         if (!m)
             continue;
         int32_t p = m->partition;
@@ -433,7 +466,7 @@ static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_
                 open--;
             }
         } else if (m->err) {
-            ctl_fail("reading %s: %s", topic, rd_kafka_message_errstr(m));
+            ctl_fail("reading %s: %s", r->topic, rd_kafka_message_errstr(m));
             failed = 1;
         } else if (p >= 0 && p < n_parts && !finished[p]) {
             if (m->offset >= end[p]) {
@@ -441,9 +474,9 @@ static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_
                 open--;
             } else {
                 int last = m->offset >= end[p] - 1;
-                int r = fn(rp, m); /* m is not to be touched once kept */
-                failed = r < 0;
-                kept = r == 1;
+                int res = fn(rp, m); /* m is not to be touched once kept */
+                failed = res < 0;
+                kept = res == 1;
                 if (last) {
                     finished[p] = 1;
                     open--;
@@ -456,16 +489,7 @@ static int rp_scan(replay_t *rp, const char *topic, int64_t until_ms, rp_record_
     free(finished);
     if (end_fn && end_fn(rp))
         failed = 1;
-    rc = failed || rp->failed;
-done:
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (parts)
-        rd_kafka_topic_partition_list_destroy(parts);
-    free(end);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return rc;
+    return failed || rp->failed;
 }
 
 static int rp_on_decision(replay_t *rp, rd_kafka_message_t *m)
@@ -1186,6 +1210,7 @@ int ctl_replay(config_t *cfg, int argc, char **argv)
     }
     char err[512];
     int rc = 1;
+    rp_reader_t dec_reader = {0}, ev_reader = {0};
     pthread_mutex_init(&rp.lock, NULL);
     rp.store = store_create(cfg, err, sizeof(err));
     if (!rp.store)
@@ -1204,17 +1229,24 @@ int ctl_replay(config_t *cfg, int argc, char **argv)
     char topic[512];
     snprintf(topic, sizeof(topic), "%sdecisions", prefix);
     int64_t started = rp_now_ms();
-    if (rp_scan(&rp, topic, 0, rp_on_decision, NULL))
+    /* The events' reader starts first: its end is fixed before the decisions are read (an
+     * event is then less likely to be read before its decision was recorded), and it fetches
+     * ahead while the decisions are being read. */
+    char events[512];
+    snprintf(events, sizeof(events), "%sevents", prefix);
+    if (rp_reader_open(&rp, &ev_reader, events, rp.to_ms == INT64_MAX ? 0 : rp.to_ms) ||
+        rp_reader_open(&rp, &dec_reader, topic, 0) ||
+        rp_reader_run(&rp, &dec_reader, rp_on_decision, NULL))
         goto done;
+    rp_reader_close(&dec_reader);
     fprintf(stderr, "replay: %zu recorded decisions of %zu subjects read\n", rp.n_decisions,
             rp.n_subjects);
-    snprintf(topic, sizeof(topic), "%sevents", prefix);
     if (rp.threads > 1 && rp_workers_start(&rp))
         goto done;
-    if (rp_scan(&rp, topic, rp.to_ms == INT64_MAX ? 0 : rp.to_ms,
-                rp.threads > 1 ? rp_dispatch : rp_on_event_here,
-                rp.threads > 1 ? rp_workers_stop : NULL))
+    if (rp_reader_run(&rp, &ev_reader, rp.threads > 1 ? rp_dispatch : rp_on_event_here,
+                      rp.threads > 1 ? rp_workers_stop : NULL))
         goto done;
+    rp_reader_close(&ev_reader);
     /* Lapses recorded after each subject's last event read. */
     for (size_t i = 0; i < rp.n_subjects; i++)
         if (rp_catch_up(&rp, &rp.subjects[i], SIZE_MAX))
@@ -1233,6 +1265,9 @@ int ctl_replay(config_t *cfg, int argc, char **argv)
                (unsigned long long)rp.alt_differing);
     rc = 0;
 done:
+    rp_workers_stop(&rp); /* before the reader whose records they hold closes */
+    rp_reader_close(&dec_reader);
+    rp_reader_close(&ev_reader);
     if (rp.out && fclose(rp.out) && !rc)
         rc = ctl_fail("writing %s: %s", out_path, strerror(errno));
     rp_free(&rp);
