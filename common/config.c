@@ -78,6 +78,8 @@ const config_def_t config_defs[] = {
      "how long a token lookup is cached (0 = never); a revocation takes effect within this time"},
     {"gateway.linger_ms", CONFIG_INT, "1", 0, 1000, NULL,
      "the producer's linger.ms (kafka.linger.ms overrides): answers wait for the broker's ack"},
+    {"gateway.check_record", CONFIG_ENUM, "acked", 0, 0, "acked|queued",
+     "a credit check is answered once its record is acked (or queued: see docs/gateway.md)"},
     /* jrp-dispatch. */
     {"dispatch.listen", CONFIG_HOSTPORT, "127.0.0.1:9181", 0, 0, NULL, "ops port"},
     {"dispatch.group", CONFIG_STRING, "jrp-dispatch", 0, 0, NULL, "consumer group"},

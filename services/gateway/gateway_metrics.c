@@ -144,6 +144,10 @@ char *gateway_metrics_render(const gateway_metrics_t *m, const gateway_metrics_g
     metrics_counter(&b, "jrp_gateway_checks_recorded_total",
                     "Credit checks recorded on the checks topic (acknowledged by the broker).",
                     m->checks_recorded);
+    metrics_counter(&b, "jrp_gateway_checks_unrecorded_total",
+                    "Credit checks answered before their record was acknowledged "
+                    "(gateway.check_record = queued) whose record then failed: audit gaps.",
+                    m->checks_unrecorded);
     metrics_counter(&b, "jrp_gateway_events_accepted_total",
                     "Credit events acknowledged by the broker.", m->events_accepted);
     metrics_counter(&b, "jrp_gateway_feedback_accepted_total",

@@ -28,6 +28,7 @@ typedef struct gateway_metrics_s {
     uint64_t produce_errors;      /* records not delivered or not queued */
     uint64_t redis_errors;        /* commands that failed or answered an error */
     uint64_t checks_recorded;     /* CheckRecords acknowledged by the broker */
+    uint64_t checks_unrecorded;   /* checks answered (check_record = queued) but not recorded */
     uint64_t events_accepted;     /* events acknowledged by the broker */
     uint64_t feedback_accepted;   /* feedback acknowledged by the broker */
     uint64_t token_cache_hits;    /* token lookups answered from the cache */

@@ -1335,6 +1335,67 @@ static void test_kafka_unreachable(void **state)
     harness_destroy(h);
 }
 
+/* gateway.check_record = queued: answered once queued; a record that then fails is counted. */
+static void test_check_record_queued(void **state)
+{
+    (void)state;
+    arm();
+    harness_t *h = make_harness("gw-queued", "gateway.check_record = queued\n");
+    harness_load_rules(h, NULL);
+    tok_t tok;
+    token_create(h, &tok, "--department transport");
+    const char *path = "/v1/subjects/enterprise/" ENT1 "/measures";
+    gwfx_t *fx = gwfx_start(h->cfg);
+    wait_ready(fx->port);
+    resp_t r;
+    assert_int_equal(call(fx->port, "GET", path, tok.token, NULL, NULL, &r), 200);
+    char check_id[64];
+    snprintf(check_id, sizeof(check_id), "%s",
+             json_string_value(json_object_get(r.json, "check_id")));
+    resp_free(&r);
+    harness_records_t rec;
+    harness_read(h, "checks", check_desc, 1, 500, 30000, &rec);
+    assert_int_equal(rec.n, 1);
+    assert_string_equal(((const Jrp__V1__CheckRecord *)rec.values[0])->check_id, check_id);
+    harness_records_free(&rec, check_desc);
+    for (int i = 0; i < 50 && metric(fx->port, "jrp_gateway_checks_recorded_total") < 1; i++)
+        usleep(100000);
+    assert_int_equal(metric(fx->port, "jrp_gateway_checks_recorded_total"), 1);
+    assert_int_equal(metric(fx->port, "jrp_gateway_checks_unrecorded_total"), 0);
+    gwfx_stop(fx);
+
+    /* The trade-off: with no broker, a check is answered and its record is lost, which the
+     * gateway counts and logs; once it knows Kafka is down it refuses at once, as when acked. */
+    char bs[64];
+    snprintf(bs, sizeof(bs), "127.0.0.1:%d", dead_port());
+    config_t *cfg =
+        config_with(h, "kafka.bootstrap.servers", bs, "gateway.request_timeout_ms", "1000",
+                    "kafka.reconnect.backoff.max.ms", "200", "kafka.log_level", "0", NULL);
+    fx = gwfx_start(cfg);
+    int answered = 0, refused = 0;
+    for (int i = 0; i < 100 && !refused; i++) {
+        int st = call(fx->port, "GET", path, tok.token, NULL, NULL, &r);
+        assert_true(st == 200 || st == 503);
+        int redis_first = st == 503 && !strcmp(err_code(&r), "redis_unavailable") && !answered;
+        if (st == 503 && !redis_first) /* Redis connects just after the start */
+            assert_string_equal(err_code(&r), "kafka_unavailable");
+        answered += st == 200;
+        refused = st == 503 && !redis_first;
+        resp_free(&r);
+        usleep(50000);
+    }
+    assert_true(refused);
+    for (int i = 0;
+         i < 60 && metric(fx->port, "jrp_gateway_checks_unrecorded_total") < (uint64_t)answered;
+         i++)
+        usleep(100000);
+    assert_int_equal(metric(fx->port, "jrp_gateway_checks_unrecorded_total"), answered);
+    assert_int_equal(metric(fx->port, "jrp_gateway_checks_recorded_total"), 0);
+    gwfx_stop(fx);
+    config_destroy(cfg);
+    harness_destroy(h);
+}
+
 static void test_redis_unreachable(void **state)
 {
     (void)state;
@@ -1490,6 +1551,7 @@ int main(void)
         cmocka_unit_test(test_kafka_unreachable),
         cmocka_unit_test(test_redis_unreachable),
         cmocka_unit_test(test_answer_cache),
+        cmocka_unit_test(test_check_record_queued),
         cmocka_unit_test(test_graceful_stop_answers_in_flight),
         cmocka_unit_test(test_binary_stops_on_sigterm),
     };
