@@ -4,6 +4,8 @@
 # check needs (HGET of one subject's state) at the same 64 connections in the same run. Each check
 # is also recorded on <prefix>checks (acks=all) before it is answered, as in production.
 # Targets: at least 0.5x redis-benchmark's rate, p99 <= 5 ms; the verdict is printed, not asserted.
+# The verdict is on the default (gateway.check_record = acked); an extra row shows the same run
+# with gateway.check_record = queued (answered before the ack; BENCH_QUEUED=0 leaves it out).
 # Starts its own gateway (and, to seed the subject's state, the engine) against the local Kafka and
 # Redis of `make up` (started here if they are not running), in a private namespace it deletes at
 # the end. Usage: bench/gateway.sh [BUILD_DIR]   (default build: make -j2 bins first)
@@ -144,6 +146,28 @@ done
 RECORDED=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^jrp_gateway_checks_recorded_total //p')
 alive "$GW_PID" || die "jrp-gateway ended during the run"
 
+# --- the same with gateway.check_record = queued (an extra row; not the verdict) ------------------
+Q_RPS='' UNRECORDED=''
+if [[ ${BENCH_QUEUED:-1} != 0 ]]; then
+    stop_pid "$GW_PID" 30
+    { cat "$CONF"; echo "gateway.check_record = queued"; } >"$TMP/queued.conf"
+    "$GW" -c "$TMP/queued.conf" >>"$TMP/gateway.log" 2>&1 &
+    PIDS+=($!) GW_PID=$!
+    for ((i = 0; i < 300; i++)); do
+        curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
+        alive "$GW_PID" || die "jrp-gateway (queued) ended: $(tail -n 5 "$TMP/gateway.log")"
+        sleep 0.1
+    done
+    say "wrk: the same with gateway.check_record = queued"
+    wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" -s "$TMP/check.lua" "$CHECK" >"$TMP/wrkq.out" 2>&1 ||
+        die "wrk failed: $(tail -n 5 "$TMP/wrkq.out")"
+    read -r Q_RPS Q_P50 Q_P99 Q_N Q_ERR < <(sed -n 's/^RESULT //p' "$TMP/wrkq.out")
+    [[ -n ${Q_RPS:-} ]] || die "no result from wrk: $(cat "$TMP/wrkq.out")"
+    sleep 1 # the last delivery reports
+    UNRECORDED=$(curl -s "http://127.0.0.1:$PORT/metrics" |
+        sed -n 's/^jrp_gateway_checks_unrecorded_total //p')
+fi
+
 # --- the table ------------------------------------------------------------------------------------
 RATIO=$(awk -v a="$GW_RPS" -v b="$RB_RPS" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {ok = (op == ">=" ? v >= t : v <= t); print (ok ? "met" : "NOT met")}'; }
@@ -151,10 +175,14 @@ echo
 printf '%-44s %12s %10s %10s\n' "" "requests/s" "p50 ms" "p99 ms"
 printf '%-44s %12.0f %10.3f %10.3f\n' "jrp-gateway credit check (wrk, $CONNS conns)" "$GW_RPS" "$GW_P50" "$GW_P99"
 printf '%-44s %12.0f %10.3f %10.3f\n' "redis-benchmark HGET state (64 conns)" "$RB_RPS" "$RB_P50" "$RB_P99"
+[[ -n $Q_RPS ]] &&
+    printf '%-44s %12.0f %10.3f %10.3f\n' "  extra: check_record = queued (not acked)" "$Q_RPS" "$Q_P50" "$Q_P99"
 echo
 echo "ratio gateway/redis-benchmark: $RATIO (target >= 0.5: $(verdict "$RATIO" '>=' 0.5))"
 echo "gateway p99: $GW_P99 ms (target <= 5 ms: $(verdict "$GW_P99" '<=' 5))"
 echo "requests: $GW_N, errors and non-2xx: $GW_ERR, checks recorded on $P.checks: ${RECORDED:-?}"
+[[ -n $Q_RPS ]] && echo "queued: ratio $(awk -v a="$Q_RPS" -v b="$RB_RPS" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')," \
+    "requests: $Q_N, errors and non-2xx: $Q_ERR, answered but not recorded: ${UNRECORDED:-?}"
 echo "CPU seconds during the ${SECONDS_RUN} s of wrk: gateway ${CPU[GW_PID]} (of which its loop" \
     "thread ${CPU[LOOP]}), Kafka broker ${CPU[BROKER]}, Redis ${CPU[REDIS]};" \
     "$(nproc) CPUs shared with wrk"
