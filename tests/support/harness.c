@@ -23,6 +23,7 @@
 #include "ids.h"
 #include "kafka.h"
 #include "testenv.h"
+#include "topicdrop.h"
 
 int64_t harness_now_ms(void)
 {
@@ -79,6 +80,12 @@ void harness_destroy(harness_t *h)
         return;
     if (h->engine_pid > 0)
         harness_engine_signal(h, SIGTERM);
+    /* The namespace's topics go with it: a local broker kept across many runs otherwise
+     * collects partitions until its heap runs out. A failure only costs the space. */
+    char err[512], prefix[sizeof(h->name) + 1];
+    snprintf(prefix, sizeof(prefix), "%s.", h->name);
+    if (topicdrop_prefix(h->cfg, prefix, 10000, err, sizeof(err)) < 0)
+        fprintf(stderr, "harness: the topics of %s stay: %s\n", h->name, err);
     unlink(h->conf_path);
     config_destroy(h->cfg);
     free(h);
