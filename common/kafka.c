@@ -118,7 +118,7 @@ rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
                                      * ~270 bytes more (docs/engine.md, "Memory"). */
                                     "fetch.max.bytes", "1048576", "max.partition.fetch.bytes",
                                     "131072", "queued.max.messages.kbytes", "4096",
-                                    "queued.min.messages", "5000", NULL};
+                                    "queued.min.messages", "20000", NULL};
     /* clang-format off */
     const char *const forced[] = {
         "group.id", group_id,

@@ -1370,7 +1370,7 @@ engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
     char gid[200];
     snprintf(gid, sizeof(gid), "%s", config_get(cfg, "engine.group"));
     if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "queued.min.messages", "5000", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "queued.min.messages", "20000", errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "max.partition.fetch.bytes", "131072", errstr, errstr_size) ||
         config_apply_kafka(cfg, conf, errstr, errstr_size) ||
