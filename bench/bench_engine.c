@@ -30,6 +30,7 @@
 #include "jrp/v1/decision.pb-c.h"
 #include "jrp/v1/event.pb-c.h"
 #include "kafka.h"
+#include "topicdrop.h"
 
 static int64_t now_ms(void)
 {
@@ -403,33 +404,11 @@ static int count(const config_t *cfg, int n_suffixes, char **suffixes)
 static int drop(const config_t *cfg)
 {
     char err[512];
-    const char *prefix = config_get(cfg, "topic.prefix");
-    rd_kafka_t *rk = kafka_producer_create(cfg, NULL, 0, err, sizeof(err));
-    const rd_kafka_metadata_t *md = NULL;
-    if (!rk || !*prefix || rd_kafka_metadata(rk, 1, NULL, &md, 10000)) {
-        fprintf(stderr, "bench_engine: drop: %s\n", rk ? "no metadata or no prefix" : err);
+    int n = topicdrop_prefix(cfg, config_get(cfg, "topic.prefix"), 60000, err, sizeof(err));
+    if (n < 0) {
+        fprintf(stderr, "bench_engine: drop: %s\n", err);
         return 1;
     }
-    rd_kafka_DeleteTopic_t **del = calloc((size_t)md->topic_cnt + 1, sizeof(*del));
-    int n = 0;
-    for (int t = 0; t < md->topic_cnt; t++)
-        if (!strncmp(md->topics[t].topic, prefix, strlen(prefix)))
-            del[n++] = rd_kafka_DeleteTopic_new(md->topics[t].topic);
-    rd_kafka_metadata_destroy(md);
-    if (n) {
-        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-        rd_kafka_DeleteTopics(rk, del, (size_t)n, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
-        if (!ev || rd_kafka_event_error(ev))
-            fprintf(stderr, "bench_engine: drop: %s\n",
-                    ev ? rd_kafka_event_error_string(ev) : "timed out");
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_queue_destroy(q);
-        rd_kafka_DeleteTopic_destroy_array(del, (size_t)n);
-    }
-    free(del);
-    rd_kafka_destroy(rk);
     printf("dropped=%d\n", n);
     return 0;
 }
