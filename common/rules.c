@@ -1134,37 +1134,50 @@ static void rules__due_id(const rules_ctx_t *cx, const rules_due_t *d, char id[3
                      t1, t2, t3, id);
 }
 
-/* The APPLY for a due measure, in the result's arena. */
-static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d, const char *id)
+/* The action t describes, with its subject and every string copied into the result's arena (t
+ * points at the rule set's and the state's strings, which may not outlive the result). */
+static Jrp__V1__Action *rules__action_acopy(rules_result_t *res, const Jrp__V1__Action *t)
 {
-    rules_result_t *res = cx->res;
-    const Jrp__V1__Memorandum *m = d->rm->m;
-    const Jrp__V1__MemorandumMeasure *mm = m->measures[d->k];
-    const Jrp__V1__CatalogueMeasure *c = d->rm->cat[d->k];
     Jrp__V1__Action *a = rules__alloc(res, sizeof(*a));
     if (!a)
         return NULL;
-    jrp__v1__action__init(a);
-    a->op = JRP__V1__ACTION_OP__ACTION_OP_APPLY;
-    a->measure_kind = c->kind;
-    a->valid_from_ms = d->valid_from_ms;
-    a->valid_until_ms = d->valid_until_ms;
-    a->ruleset_version = cx->rules->rs->version;
-    a->issued_at_ms = cx->now_ms;
-    if (!(a->subject = rules__subject_acopy(res, cx->st->subject)) ||
-        !(a->measure_text = rules__astr(res, mm->text)) ||
-        !(a->legal_basis = rules__astr(res, mm->basis[0] ? mm->basis : c->basis)) ||
-        !(a->action_id = rules__astr(res, id)) ||
-        !(a->department = rules__astr(res, mm->department)) ||
-        !(a->measure_code = rules__astr(res, mm->measure)) ||
-        !(a->memorandum_id = rules__astr(res, m->id)) ||
-        !(a->memorandum_version = rules__astr(res, m->version)) ||
-        !(a->list_code = rules__astr(res, d->list_code)) ||
-        !(a->cause_event_id = rules__astr(res, cx->cause_event_id)) ||
-        !(a->grade_field = rules__astr(res, d->grade_field)) ||
-        !(a->grade = rules__astr(res, d->grade)))
-        return NULL;
-    return a;
+    *a = *t;
+    char **strs[] = {&a->action_id,          &a->department,  &a->measure_code,
+                     &a->measure_text,       &a->legal_basis, &a->memorandum_id,
+                     &a->memorandum_version, &a->list_code,   &a->cause_event_id,
+                     &a->revokes_action_id,  &a->grade_field, &a->grade};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        if (!(*strs[i] = rules__astr(res, *strs[i])))
+            return NULL;
+    return (a->subject = rules__subject_acopy(res, t->subject)) ? a : NULL;
+}
+
+/* The APPLY for a due measure, in the result's arena. */
+static Jrp__V1__Action *rules__build_apply(rules_ctx_t *cx, const rules_due_t *d, const char *id)
+{
+    const Jrp__V1__Memorandum *m = d->rm->m;
+    const Jrp__V1__MemorandumMeasure *mm = m->measures[d->k];
+    const Jrp__V1__CatalogueMeasure *c = d->rm->cat[d->k];
+    Jrp__V1__Action t = JRP__V1__ACTION__INIT;
+    t.op = JRP__V1__ACTION_OP__ACTION_OP_APPLY;
+    t.measure_kind = c->kind;
+    t.valid_from_ms = d->valid_from_ms;
+    t.valid_until_ms = d->valid_until_ms;
+    t.ruleset_version = cx->rules->rs->version;
+    t.issued_at_ms = cx->now_ms;
+    t.subject = cx->st->subject;
+    t.measure_text = mm->text;
+    t.legal_basis = mm->basis[0] ? mm->basis : c->basis;
+    t.action_id = (char *)id;
+    t.department = mm->department;
+    t.measure_code = mm->measure;
+    t.memorandum_id = m->id;
+    t.memorandum_version = m->version;
+    t.list_code = (char *)d->list_code;
+    t.cause_event_id = (char *)cx->cause_event_id;
+    t.grade_field = (char *)d->grade_field;
+    t.grade = (char *)d->grade;
+    return rules__action_acopy(cx->res, &t);
 }
 
 /* The trimmed copy of an APPLY the state keeps (no subject, texts or issue time), on the heap:
@@ -1218,35 +1231,31 @@ static void rules__measure_texts(const rules_t *rules, const Jrp__V1__Action *a,
  * trigger, with this event as its cause. */
 static Jrp__V1__Action *rules__build_revoke(rules_ctx_t *cx, const Jrp__V1__Action *applied)
 {
-    rules_result_t *res = cx->res;
     char id[33];
     const char *text, *basis;
-    Jrp__V1__Action *a = rules__alloc(res, sizeof(*a));
-    if (!a)
-        return NULL;
-    jrp__v1__action__init(a);
     rules__measure_texts(cx->rules, applied, &text, &basis);
     rules_revoke_id(applied->action_id, id);
-    a->op = JRP__V1__ACTION_OP__ACTION_OP_REVOKE;
-    a->measure_kind = applied->measure_kind;
-    a->valid_from_ms = applied->valid_from_ms;
-    a->valid_until_ms = applied->valid_until_ms;
-    a->issued_at_ms = cx->now_ms;
-    a->ruleset_version = cx->rules->rs->version;
-    if (!(a->subject = rules__subject_acopy(res, cx->st->subject)) ||
-        !(a->measure_text = rules__astr(res, text)) ||
-        !(a->legal_basis = rules__astr(res, basis)) || !(a->action_id = rules__astr(res, id)) ||
-        !(a->revokes_action_id = rules__astr(res, applied->action_id)) ||
-        !(a->department = rules__astr(res, applied->department)) ||
-        !(a->measure_code = rules__astr(res, applied->measure_code)) ||
-        !(a->memorandum_id = rules__astr(res, applied->memorandum_id)) ||
-        !(a->memorandum_version = rules__astr(res, applied->memorandum_version)) ||
-        !(a->list_code = rules__astr(res, applied->list_code)) ||
-        !(a->cause_event_id = rules__astr(res, cx->cause_event_id)) ||
-        !(a->grade_field = rules__astr(res, applied->grade_field)) ||
-        !(a->grade = rules__astr(res, applied->grade)))
-        return NULL;
-    return a;
+    Jrp__V1__Action t = JRP__V1__ACTION__INIT;
+    t.op = JRP__V1__ACTION_OP__ACTION_OP_REVOKE;
+    t.measure_kind = applied->measure_kind;
+    t.valid_from_ms = applied->valid_from_ms;
+    t.valid_until_ms = applied->valid_until_ms;
+    t.issued_at_ms = cx->now_ms;
+    t.ruleset_version = cx->rules->rs->version;
+    t.subject = cx->st->subject;
+    t.measure_text = (char *)text;
+    t.legal_basis = (char *)basis;
+    t.action_id = id;
+    t.revokes_action_id = applied->action_id;
+    t.department = applied->department;
+    t.measure_code = applied->measure_code;
+    t.memorandum_id = applied->memorandum_id;
+    t.memorandum_version = applied->memorandum_version;
+    t.list_code = applied->list_code;
+    t.cause_event_id = (char *)cx->cause_event_id;
+    t.grade_field = applied->grade_field;
+    t.grade = applied->grade;
+    return rules__action_acopy(cx->res, &t);
 }
 
 /* Reconcile the measures in force with those due, within scope. */
