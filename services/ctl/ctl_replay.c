@@ -45,11 +45,20 @@
 #define REPLAY_THREADS_MAX 16
 #define REPLAY_QUEUE 4096 /* records waiting per worker */
 
-/* ---- a string-keyed hash map (open addressing, grows at 1/2 full) ---------------------------- */
+/* ---- a hash map (open addressing, grows at 1/2 full) ----------------------------------------
+ *
+ * Keyed either by a string (copied; hash compared first) or by a non-zero number that is the
+ * whole key (an event's position): the subjects by key, and the decisions by their event.
+ */
+
+typedef struct rp_map_entry_s {
+    uint64_t hash; /* 0: an empty slot */
+    char *key;     /* NULL when hash is the whole key */
+    size_t value;
+} rp_map_entry_t;
 
 typedef struct rp_map_s {
-    char **keys;
-    size_t *values;
+    rp_map_entry_t *e;
     size_t cap, n;
 } rp_map_t;
 
@@ -62,145 +71,66 @@ static uint64_t rp_hash_n(const void *p, size_t n)
     return h;
 }
 
+/* A string key's hash, never 0. */
 static uint64_t rp_hash(const char *s)
 {
-    return rp_hash_n(s, strlen(s));
+    uint64_t h = rp_hash_n(s, strlen(s));
+    return h ? h : 1;
 }
 
-static size_t *rp_map_slot(rp_map_t *m, const char *key, int *found)
-{
-    size_t i = (size_t)rp_hash(key) & (m->cap - 1);
-    while (m->keys[i] && strcmp(m->keys[i], key))
-        i = (i + 1) & (m->cap - 1);
-    *found = m->keys[i] != NULL;
-    return &m->values[i];
-}
-
-static int rp_map_grow(rp_map_t *m)
-{
-    rp_map_t bigger = {.cap = m->cap ? m->cap * 2 : 1024};
-    bigger.keys = calloc(bigger.cap, sizeof(*bigger.keys));
-    bigger.values = calloc(bigger.cap, sizeof(*bigger.values));
-    if (!bigger.keys || !bigger.values) {
-        free(bigger.keys);
-        free(bigger.values);
-        return -1;
-    }
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->keys[i]) {
-            int found;
-            size_t *v = rp_map_slot(&bigger, m->keys[i], &found);
-            bigger.keys[v - bigger.values] = m->keys[i];
-            *v = m->values[i];
-        }
-    bigger.n = m->n;
-    free(m->keys);
-    free(m->values);
-    *m = bigger;
-    return 0;
-}
-
-/* The value of key, or SIZE_MAX. */
-static size_t rp_map_get(const rp_map_t *m, const char *key)
-{
-    if (!m->cap)
-        return SIZE_MAX;
-    int found;
-    size_t *v = rp_map_slot((rp_map_t *)m, key, &found);
-    return found ? *v : SIZE_MAX;
-}
-
-/* Insert or overwrite; the key is copied. 0 or -1. */
-static int rp_map_put(rp_map_t *m, const char *key, size_t value)
-{
-    if ((m->n + 1) * 2 > m->cap && rp_map_grow(m))
-        return -1;
-    int found;
-    size_t *v = rp_map_slot(m, key, &found);
-    if (!found) {
-        char *k = strdup(key);
-        if (!k)
-            return -1;
-        m->keys[v - m->values] = k;
-        m->n++;
-    }
-    *v = value;
-    return 0;
-}
-
-/* ---- an event's position -> its decision (open addressing on the position itself) ---------- */
-
-typedef struct rp_pos_map_s {
-    uint64_t *keys; /* position + 1; 0 = empty */
-    size_t *values;
-    size_t cap, n;
-} rp_pos_map_t;
-
-/* An event's place in its topic as one number: partition and offset. */
+/* An event's place in its topic as one number (never 0): partition and offset. */
 static uint64_t rp_pos(int32_t partition, int64_t offset)
 {
     return ((uint64_t)(uint32_t)partition << 48 | ((uint64_t)offset & 0xffffffffffffULL)) + 1;
 }
 
-static size_t rp_pos_slot(const rp_pos_map_t *m, uint64_t key)
+static size_t rp_map_slot(const rp_map_t *m, uint64_t hash, const char *key)
 {
-    size_t i = (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 20) & (m->cap - 1);
-    while (m->keys[i] && m->keys[i] != key)
+    size_t i = (size_t)((hash * 0x9e3779b97f4a7c15ULL) >> 20) & (m->cap - 1);
+    while (m->e[i].hash && (m->e[i].hash != hash || (key && strcmp(m->e[i].key, key))))
         i = (i + 1) & (m->cap - 1);
     return i;
 }
 
-static int rp_pos_put(rp_pos_map_t *m, uint64_t key, size_t value)
-{
-    if ((m->n + 1) * 2 > m->cap) {
-        rp_pos_map_t b = {.cap = m->cap ? m->cap * 2 : 4096};
-        b.keys = calloc(b.cap, sizeof(*b.keys));
-        b.values = calloc(b.cap, sizeof(*b.values));
-        if (!b.keys || !b.values) {
-            free(b.keys);
-            free(b.values);
-            return -1;
-        }
-        for (size_t i = 0; i < m->cap; i++)
-            if (m->keys[i]) {
-                size_t j = rp_pos_slot(&b, m->keys[i]);
-                b.keys[j] = m->keys[i];
-                b.values[j] = m->values[i];
-            }
-        b.n = m->n;
-        free(m->keys);
-        free(m->values);
-        *m = b;
-    }
-    size_t i = rp_pos_slot(m, key);
-    m->n += !m->keys[i];
-    m->keys[i] = key;
-    m->values[i] = value;
-    return 0;
-}
-
-/* The value at key, or SIZE_MAX. */
-static size_t rp_pos_get(const rp_pos_map_t *m, uint64_t key)
+/* The value at (hash, key), or SIZE_MAX; key NULL when hash is the whole key. */
+static size_t rp_map_get(const rp_map_t *m, uint64_t hash, const char *key)
 {
     if (!m->cap)
         return SIZE_MAX;
-    size_t i = rp_pos_slot(m, key);
-    return m->keys[i] ? m->values[i] : SIZE_MAX;
+    size_t i = rp_map_slot(m, hash, key);
+    return m->e[i].hash ? m->e[i].value : SIZE_MAX;
 }
 
-static void rp_pos_free(rp_pos_map_t *m)
+/* Insert or overwrite (a key is copied). 0 or -1. */
+static int rp_map_put(rp_map_t *m, uint64_t hash, const char *key, size_t value)
 {
-    free(m->keys);
-    free(m->values);
-    memset(m, 0, sizeof(*m));
+    if ((m->n + 1) * 2 > m->cap) {
+        rp_map_t b = {.cap = m->cap ? m->cap * 2 : 4096};
+        if (!(b.e = calloc(b.cap, sizeof(*b.e))))
+            return -1;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->e[i].hash)
+                b.e[rp_map_slot(&b, m->e[i].hash, m->e[i].key)] = m->e[i];
+        b.n = m->n;
+        free(m->e);
+        *m = b;
+    }
+    size_t i = rp_map_slot(m, hash, key);
+    if (!m->e[i].hash) {
+        if (key && !(m->e[i].key = strdup(key)))
+            return -1;
+        m->e[i].hash = hash;
+        m->n++;
+    }
+    m->e[i].value = value;
+    return 0;
 }
 
 static void rp_map_free(rp_map_t *m)
 {
     for (size_t i = 0; i < m->cap; i++)
-        free(m->keys[i]);
-    free(m->keys);
-    free(m->values);
+        free(m->e[i].key);
+    free(m->e);
     memset(m, 0, sizeof(*m));
 }
 
@@ -248,7 +178,7 @@ typedef struct replay_s {
 
     rp_decision_t *decisions;
     size_t n_decisions, cap_decisions;
-    rp_pos_map_t by_source; /* an event's partition and offset -> its decision */
+    rp_map_t by_source; /* an event's partition and offset -> its decision */
     rp_subject_t *subjects;
     size_t n_subjects, cap_subjects;
     rp_map_t by_key; /* subject key -> subject */
@@ -316,7 +246,7 @@ static const char *rp_outcome_name(int outcome)
 
 static size_t rp_subject(replay_t *rp, const char *key)
 {
-    size_t i = rp_map_get(&rp->by_key, key);
+    size_t i = rp_map_get(&rp->by_key, rp_hash(key), key);
     if (i != SIZE_MAX)
         return i;
     if (rp->n_subjects == rp->cap_subjects) {
@@ -331,7 +261,7 @@ static size_t rp_subject(replay_t *rp, const char *key)
     memset(s, 0, sizeof(*s));
     s->key = strdup(key);
     s->st = malloc(sizeof(*s->st));
-    if (!s->key || !s->st || rp_map_put(&rp->by_key, key, rp->n_subjects)) {
+    if (!s->key || !s->st || rp_map_put(&rp->by_key, rp_hash(key), key, rp->n_subjects)) {
         free(s->key);
         free(s->st);
         return SIZE_MAX;
@@ -539,7 +469,7 @@ static int rp_on_decision(replay_t *rp, rd_kafka_message_t *m)
     }
     s->decisions[s->n_decisions++] = rp->n_decisions;
     if (x->partition >= 0 &&
-        rp_pos_put(&rp->by_source, rp_pos(x->partition, x->offset), rp->n_decisions))
+        rp_map_put(&rp->by_source, rp_pos(x->partition, x->offset), NULL, rp->n_decisions))
         goto done;
     rp->n_decisions++;
     rc = 0;
@@ -884,7 +814,7 @@ static int rp_on_event(replay_t *rp, const rd_kafka_message_t *m)
     rd_kafka_timestamp_type_t tstype;
     int64_t ts = rd_kafka_message_timestamp(m, &tstype);
     int in_window = ts >= rp->from_ms && ts < rp->to_ms;
-    size_t di = rp_pos_get(&rp->by_source, rp_pos(m->partition, m->offset));
+    size_t di = rp_map_get(&rp->by_source, rp_pos(m->partition, m->offset), NULL);
     const rp_decision_t *d = di == SIZE_MAX ? NULL : &rp->decisions[di];
     /* The subject's state matters only for an event that was decided: the decision (recorded
      * under the event's key) names it. Nothing here adds subjects: the workers share the map. */
@@ -1124,7 +1054,7 @@ static void rp_free(replay_t *rp)
     }
     free(rp->subjects);
     rp_map_free(&rp->by_key);
-    rp_pos_free(&rp->by_source);
+    rp_map_free(&rp->by_source);
     for (size_t i = 0; i < rp->n_versions; i++)
         rules_destroy(rp->versions[i].rules);
     free(rp->versions);
