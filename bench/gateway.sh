@@ -31,6 +31,10 @@ cleanup() {
         url=$(sed -n 's/^redis.url *= *//p' build/local/jrp.conf)
         timeout 60 redis-cli -u "$url" --scan --pattern "$P:*" |
             timeout 60 xargs -r -n 1000 redis-cli -u "$url" unlink >/dev/null || true
+        # and its topics (bench_engine is built beside the services by make bench)
+        if [[ -x $VDIR/bench/bench_engine && -f ${CONF:-} ]]; then
+            timeout 90 "$VDIR/bench/bench_engine" drop "$CONF" >/dev/null || true
+        fi
     fi
     rm -rf "$TMP"
     if [[ -n $SERVERS_STARTED ]]; then deploy/local/down.sh || true; fi
@@ -75,15 +79,20 @@ EOF
 "$CTL" rules load deploy/rules -c "$CONF" >/dev/null
 TOKEN=$("$CTL" token create --department transport -c "$CONF" 2>/dev/null | sed -n 's/^token: *//p')
 [[ $TOKEN == jrp_* ]] || die "jrpctl token create gave no token"
-"$GW" -c "$CONF" >"$TMP/gateway.log" 2>&1 &
-PIDS+=($!) GW_PID=$!
+# start_gateway <conf>: a gateway on it (GW_PID), once it answers /readyz.
+start_gateway() {
+    local i
+    "$GW" -c "$1" >>"$TMP/gateway.log" 2>&1 &
+    PIDS+=($!) GW_PID=$!
+    for ((i = 0; i < 300; i++)); do
+        curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && return
+        alive "$GW_PID" || die "jrp-gateway ended: $(tail -n 5 "$TMP/gateway.log")"
+        sleep 0.1
+    done
+}
+start_gateway "$CONF"
 "$ENGINE" -c "$CONF" >"$TMP/engine.log" 2>&1 &
 PIDS+=($!) ENGINE_PID=$!
-for ((i = 0; i < 300; i++)); do
-    curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
-    alive "$GW_PID" || die "jrp-gateway ended: $(tail -n 5 "$TMP/gateway.log")"
-    sleep 0.1
-done
 NOW=$(($(date +%s) * 1000))
 EVENT='{"event_id":"bench-1","kind":"listed","subject":{"type":"enterprise","id":"'$ENT'"},
  "source_department":"transport","occurred_at_ms":'$NOW',"list_code":"black.overload"}'
@@ -134,11 +143,16 @@ REDIS=$(our_pid "$REDIS_PID" "$REDIS_PATTERN" || true)
 LOOP=$GW_PID/task/$GW_PID # the gateway's main thread: its libuv loop
 declare -A CPU0
 for who in GW_PID LOOP BROKER REDIS; do CPU0[$who]=$(cpu_s "${!who}"); done
+# run_wrk <out file>: the credit check under load; prints "rps p50 p99 requests errors".
+run_wrk() {
+    wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" -s "$TMP/check.lua" "$CHECK" >"$1" 2>&1 ||
+        die "wrk failed: $(tail -n 5 "$1")"
+    grep -q '^RESULT ' "$1" || die "no result from wrk: $(cat "$1")"
+    sed -n 's/^RESULT //p' "$1"
+}
 say "wrk: GET the credit check, $CONNS connections, $THREADS threads, ${SECONDS_RUN} s"
-wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" -s "$TMP/check.lua" "$CHECK" >"$TMP/wrk.out" 2>&1 ||
-    die "wrk failed: $(tail -n 5 "$TMP/wrk.out")"
-read -r GW_RPS GW_P50 GW_P99 GW_N GW_ERR < <(sed -n 's/^RESULT //p' "$TMP/wrk.out")
-[[ -n ${GW_RPS:-} ]] || die "no result from wrk: $(cat "$TMP/wrk.out")"
+read -r GW_RPS GW_P50 GW_P99 GW_N GW_ERR < <(run_wrk "$TMP/wrk.out")
+[[ -n ${GW_RPS:-} ]] || die "no result from wrk"
 declare -A CPU
 for who in GW_PID LOOP BROKER REDIS; do
     CPU[$who]=$(awk -v a="$(cpu_s "${!who}")" -v b="${CPU0[$who]}" 'BEGIN {printf "%.1f", a - b}')
@@ -151,18 +165,10 @@ Q_RPS='' UNRECORDED=''
 if [[ ${BENCH_QUEUED:-1} != 0 ]]; then
     stop_pid "$GW_PID" 30
     { cat "$CONF"; echo "gateway.check_record = queued"; } >"$TMP/queued.conf"
-    "$GW" -c "$TMP/queued.conf" >>"$TMP/gateway.log" 2>&1 &
-    PIDS+=($!) GW_PID=$!
-    for ((i = 0; i < 300; i++)); do
-        curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
-        alive "$GW_PID" || die "jrp-gateway (queued) ended: $(tail -n 5 "$TMP/gateway.log")"
-        sleep 0.1
-    done
+    start_gateway "$TMP/queued.conf"
     say "wrk: the same with gateway.check_record = queued"
-    wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" -s "$TMP/check.lua" "$CHECK" >"$TMP/wrkq.out" 2>&1 ||
-        die "wrk failed: $(tail -n 5 "$TMP/wrkq.out")"
-    read -r Q_RPS Q_P50 Q_P99 Q_N Q_ERR < <(sed -n 's/^RESULT //p' "$TMP/wrkq.out")
-    [[ -n ${Q_RPS:-} ]] || die "no result from wrk: $(cat "$TMP/wrkq.out")"
+    read -r Q_RPS Q_P50 Q_P99 Q_N Q_ERR < <(run_wrk "$TMP/wrkq.out")
+    [[ -n ${Q_RPS:-} ]] || die "no result from wrk"
     sleep 1 # the last delivery reports
     UNRECORDED=$(curl -s "http://127.0.0.1:$PORT/metrics" |
         sed -n 's/^jrp_gateway_checks_unrecorded_total //p')
