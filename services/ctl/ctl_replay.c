@@ -28,6 +28,7 @@
 #include "codec.h"
 #include "ctl.h"
 #include "errlist.h"
+#include "hash.h"
 #include "ids.h"
 #include "jrp/v1/action.pb-c.h"
 #include "jrp/v1/decision.pb-c.h"
@@ -62,19 +63,10 @@ typedef struct rp_map_s {
     size_t cap, n;
 } rp_map_t;
 
-static uint64_t rp_hash_n(const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 1099511628211ULL;
-    return h;
-}
-
 /* A string key's hash, never 0. */
 static uint64_t rp_hash(const char *s)
 {
-    uint64_t h = rp_hash_n(s, strlen(s));
+    uint64_t h = hash_str(HASH_SEED, s);
     return h ? h : 1;
 }
 
@@ -970,7 +962,7 @@ static void *rp_worker_main(void *arg)
 /* rp_record_fn of the events with workers: queue m for its subject's worker. */
 static int rp_dispatch(replay_t *rp, rd_kafka_message_t *m)
 {
-    uint64_t h = m->key ? rp_hash_n(m->key, m->key_len) : 0;
+    uint64_t h = m->key ? hash_bytes(HASH_SEED, m->key, m->key_len) : 0;
     rp_worker_t *w = &rp->workers[h % (uint64_t)rp->threads];
     pthread_mutex_lock(&w->mu);
     while (w->n == REPLAY_QUEUE)

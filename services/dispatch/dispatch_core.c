@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 int dispatch_sign(const char *secret, const char *timestamp, const void *body, size_t body_len,
                   char out[65])
 {
@@ -109,12 +111,7 @@ struct dispatch_order_s {
 
 static uint64_t dispatch__hash(const void *key, size_t len)
 {
-    /* FNV-1a: keys are short subject keys, not attacker-chosen bulk input. */
-    const unsigned char *p = key;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211ULL;
-    return h;
+    return hash_bytes(HASH_SEED, key, len); /* keys are short subject keys */
 }
 
 dispatch_order_t *dispatch_order_create(void)

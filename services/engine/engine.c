@@ -13,6 +13,7 @@
 #include <sys/time.h>
 
 #include "codec.h"
+#include "hash.h"
 #include "ids.h"
 #include "jrp/v1/alert.pb-c.h"
 #include "jrp/v1/decision.pb-c.h"
@@ -47,10 +48,7 @@ typedef struct cache_s {
 
 static uint64_t cache__hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
+    return hash_str(HASH_SEED, s);
 }
 
 static int cache_init(cache_t *c, size_t n_buckets)

@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "gateway_api.h"
+#include "hash.h"
 #include "http.h"
 #include "ids.h"
 #include "jrp/v1/check.pb-c.h"
@@ -1018,17 +1019,10 @@ static void gw_answer_clear(gw_answer_t *a)
     memset(a, 0, sizeof(*a));
 }
 
-static uint64_t gw_fnv1a(uint64_t h, const char *s)
-{
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 static gw_answer_t *gw_answer_slot(gateway_t *gw, const gw_ctx_t *ctx)
 {
-    uint64_t h = gw_fnv1a(14695981039346656037ULL, ctx->key);
-    h = gw_fnv1a(h ^ (uint64_t)ctx->all_departments, ctx->department);
+    uint64_t h = hash_str(HASH_SEED, ctx->key);
+    h = hash_str(h ^ (uint64_t)ctx->all_departments, ctx->department);
     return &gw->answers[h % GW_ANSWER_SLOTS];
 }
 
