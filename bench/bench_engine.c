@@ -227,7 +227,10 @@ static long read_topic(const config_t *cfg, const char *topic, long want, int ti
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
     for (int i = 0; i < parts; i++)
         rd_kafka_topic_partition_list_add(l, topic, i)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(c, l);
+    if (kafka_assign_explicit(c, l, 10000, err, sizeof(err))) {
+        fprintf(stderr, "bench_engine: %s\n", err);
+        exit(1);
+    }
     rd_kafka_topic_partition_list_destroy(l);
     long n = 0;
     while (n < want && now_ms() < end) {
@@ -370,7 +373,10 @@ static int count(const config_t *cfg, int n_suffixes, char **suffixes)
     int parts = l->cnt, at_end = 0;
     char *done = calloc((size_t)parts + 1, 1);
     long n = 0;
-    rd_kafka_assign(c, l);
+    if (kafka_assign_explicit(c, l, 10000, err, sizeof(err))) {
+        fprintf(stderr, "bench_engine: %s\n", err);
+        return 1;
+    }
     int64_t end = now_ms() + 300000;
     while (at_end < parts && now_ms() < end) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);

@@ -145,7 +145,38 @@ rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr
         "isolation.level", "read_committed",
         NULL};
     /* clang-format on */
-    return kafka__consumer_new(cfg, NULL, forced, errstr, errstr_size);
+    /* A reader scans to an end it knows. At the end of a transactional partition (a commit
+     * marker last) the end shows only when a fetch comes back empty, after fetch.wait.max.ms:
+     * librdkafka's 500 ms was half a second idle per scan. A start moved by retention while
+     * the scan begins is read from the new start, never skipped to the end. */
+    const char *const defaults[] = {"fetch.wait.max.ms", "50", "auto.offset.reset", "earliest",
+                                    NULL};
+    return kafka__consumer_new(cfg, defaults, forced, errstr, errstr_size);
+}
+
+int kafka_assign_explicit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, int timeout_ms,
+                          char *errstr, size_t errstr_size)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        if (p->offset != RD_KAFKA_OFFSET_BEGINNING)
+            continue;
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t err =
+            rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi, timeout_ms);
+        if (err) {
+            snprintf(errstr, errstr_size, "offsets of %s [%d]: %s", p->topic, (int)p->partition,
+                     rd_kafka_err2str(err));
+            return -1;
+        }
+        p->offset = lo;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_assign(rk, parts);
+    if (err) {
+        snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
 }
 
 static void kafka__one_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)

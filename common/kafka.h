@@ -34,9 +34,18 @@ rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
 
 /*
  * A reader: a read_committed consumer for rd_kafka_assign() (never subscribes, never commits)
- * that reports RD_KAFKA_RESP_ERR__PARTITION_EOF at the end of each partition.
+ * that reports RD_KAFKA_RESP_ERR__PARTITION_EOF at the end of each partition. Assign it explicit
+ * offsets (the low watermark rather than RD_KAFKA_OFFSET_BEGINNING): on librdkafka 2.0.2 a
+ * logical offset can wait 500 ms for its offset query.
  */
 rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr_size);
+
+/*
+ * rd_kafka_assign(parts) with each RD_KAFKA_OFFSET_BEGINNING replaced by the partition's low
+ * watermark first (kafka_reader_create says why). 0, or -1 with the reason.
+ */
+int kafka_assign_explicit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, int timeout_ms,
+                          char *errstr, size_t errstr_size);
 
 /* Headers of the contract: jrp-schema always, traceparent when given. Caller owns the result
  * until it is handed to kafka_produce. */

@@ -315,17 +315,15 @@ static int ctl_tail_assign(rd_kafka_t *rk, ctl_tail_t *t, int from_beginning, in
     int rc = 0;
     for (int32_t p = 0; p < t->n_parts; p++) {
         int64_t lo = 0, hi = 0;
-        if (want_end || !from_beginning) {
-            rd_kafka_resp_err_t kerr =
-                rd_kafka_query_watermark_offsets(rk, t->topic, p, &lo, &hi, CTL_TAIL_CONNECT_MS);
-            if (kerr) {
-                rc = ctl_fail("cannot read the offsets of %s [%d]: %s", t->topic, (int)p,
-                              rd_kafka_err2str(kerr));
-                goto done;
-            }
+        rd_kafka_resp_err_t kerr =
+            rd_kafka_query_watermark_offsets(rk, t->topic, p, &lo, &hi, CTL_TAIL_CONNECT_MS);
+        if (kerr) {
+            rc = ctl_fail("cannot read the offsets of %s [%d]: %s", t->topic, (int)p,
+                          rd_kafka_err2str(kerr));
+            goto done;
         }
-        rd_kafka_topic_partition_list_add(parts, t->topic, p)->offset =
-            from_beginning ? RD_KAFKA_OFFSET_BEGINNING : hi;
+        /* Explicit offsets: a logical one can wait 500 ms (kafka.h). */
+        rd_kafka_topic_partition_list_add(parts, t->topic, p)->offset = from_beginning ? lo : hi;
         if (want_end) {
             t->end[p] = hi;
             ctl_tail_reached(t, p, from_beginning ? lo : hi);

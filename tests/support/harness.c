@@ -413,9 +413,8 @@ void harness_read(harness_t *h, const char *suffix, const void *desc, size_t min
                 for (int p = 0; p < md->topics[0].partition_cnt; p++)
                     rd_kafka_topic_partition_list_add(parts, topic, p)->offset =
                         RD_KAFKA_OFFSET_BEGINNING;
-                rd_kafka_assign(c, parts);
+                assigned = !kafka_assign_explicit(c, parts, 5000, err, sizeof(err));
                 rd_kafka_topic_partition_list_destroy(parts);
-                assigned = 1;
             }
             if (md)
                 rd_kafka_metadata_destroy(md);
