@@ -96,7 +96,7 @@ int main(int argc, char **argv)
         /* The matcher on per-subject states, plus the same decode the engine does. */
         for (int s = 0; s < SUBJECTS; s++) {
             if (states[s])
-                jrp__v1__subject_state__free_unpacked(states[s], NULL);
+                rules_state_free(states[s]);
             states[s] = malloc(sizeof(Jrp__V1__SubjectState));
             jrp__v1__subject_state__init(states[s]);
         }
@@ -127,7 +127,7 @@ int main(int argc, char **argv)
            1e6 / m);
     printf("  ratio     matcher / baseline     %10.2f\n", m / b);
     for (int s = 0; s < SUBJECTS; s++)
-        jrp__v1__subject_state__free_unpacked(states[s], NULL);
+        rules_state_free(states[s]);
     free(states);
     rules_destroy(rules);
     return 0;

@@ -117,6 +117,10 @@ int rules_escalate(const rules_t *rules, Jrp__V1__SubjectState *st, int64_t now_
                    rules_escalation_out_t *out);
 void rules_escalation_out_clear(rules_escalation_out_t *out);
 
+/* Release a state the matcher may have changed (its additions are not protobuf-c's own: never
+ * jrp__v1__subject_state__free_unpacked). Accepts NULL. */
+void rules_state_free(Jrp__V1__SubjectState *st);
+
 /* When st next needs attention without an event: the earliest lapse or time-based escalation,
  * or 0 for never. */
 int64_t rules_next_due(const rules_t *rules, const Jrp__V1__SubjectState *st);

@@ -52,7 +52,7 @@ static int statesync__on_record(const rd_kafka_message_t *m, void *arg)
     }
     store_write_t *w = &s->w[s->n];
     w->next_due_ms = s->rules ? rules_next_due(s->rules, st) : rules_next_lapse(st);
-    jrp__v1__subject_state__free_unpacked(st, NULL);
+    rules_state_free(st);
     char *key = strndup(m->key, m->key_len);
     void *bytes = malloc(m->len);
     if (!key || !bytes) {

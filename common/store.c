@@ -2,6 +2,7 @@
  * store: jrp's Redis layout. Every write of a subject state is conditional on its changelog
  * offset (a Lua script), so the order in which writers reach Redis never matters.
  */
+#include "rules.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -200,7 +201,7 @@ int store_load_states_checked(store_t *st, size_t n, const char *const *subject_
 err:
     for (size_t i = 0; i < n; i++)
         if (states[i]) {
-            jrp__v1__subject_state__free_unpacked(states[i], NULL);
+            rules_state_free(states[i]);
             states[i] = NULL;
         }
     return -1;

@@ -38,7 +38,7 @@ void store_state_key(const store_t *st, const char *subject_key, char *buf, size
 
 /*
  * Load n subject states in one round trip. states[i] receives a new SubjectState (caller frees
- * with jrp__v1__subject_state__free_unpacked) or NULL when Redis has none; offsets[i] the offset
+ * with rules_state_free) or NULL when Redis has none; offsets[i] the offset
  * it carries or -1. 0, or -1 on a connection error or undecodable state (errstr).
  */
 int store_load_states(store_t *st, size_t n, const char *const *subject_keys,

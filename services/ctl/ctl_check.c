@@ -20,6 +20,7 @@
 #include "jrp/v1/check.pb-c.h"
 #include "kafka.h"
 #include "pbjson.h"
+#include "rules.h"
 #include "store.h"
 
 #define CTL_CHECK_TIMEOUT_MS 15000
@@ -181,7 +182,7 @@ done:
     free(acts);
     free(ptrs);
     if (st)
-        jrp__v1__subject_state__free_unpacked(st, NULL);
+        rules_state_free(st);
     for (size_t i = 0; i < rules.n; i++)
         jrp__v1__rule_set__free_unpacked(rules.kept[i], NULL);
     store_destroy(rules.store);

@@ -67,7 +67,7 @@ static void cache_clear(cache_t *c)
             cache_entry_t *next = e->next;
             free(e->key);
             if (e->st)
-                jrp__v1__subject_state__free_unpacked(e->st, NULL);
+                rules_state_free(e->st);
             free(e);
             e = next;
         }
@@ -112,7 +112,7 @@ static void cache_remove(cache_t *c, const char *key)
         *pp = e->next;
         free(e->key);
         if (e->st)
-            jrp__v1__subject_state__free_unpacked(e->st, NULL);
+            rules_state_free(e->st);
         free(e);
         c->count--;
         return;
@@ -404,7 +404,7 @@ static int engine__recover(engine_t *eng)
         w->bytes = m->payload;
         w->len = m->len;
         w->next_due_ms = eng->rules ? rules_next_due(eng->rules, st) : rules_next_lapse(st);
-        jrp__v1__subject_state__free_unpacked(st, NULL);
+        rules_state_free(st);
         held[n_writes++] = m; /* keeps the payload alive until the write */
         replayed++;
         if (n_writes == ENGINE_LAPSE_BATCH) {
@@ -740,7 +740,7 @@ static void engine__cache_evict(engine_t *eng)
             *pp = e->next;
             free(e->key);
             if (e->st)
-                jrp__v1__subject_state__free_unpacked(e->st, NULL);
+                rules_state_free(e->st);
             free(e);
             c->count--;
         }
@@ -839,7 +839,7 @@ static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
             loaded[j] = NULL;
             cache_entry_t *e = cache_put(&eng->cache, missing[j], missing_part[j], st);
             if (!e) {
-                jrp__v1__subject_state__free_unpacked(st, NULL);
+                rules_state_free(st);
                 goto done;
             }
             e->batch = eng->batch_seq;
@@ -858,7 +858,7 @@ done:
     if (loaded)
         for (size_t j = 0; j < n_missing; j++)
             if (loaded[j])
-                jrp__v1__subject_state__free_unpacked(loaded[j], NULL);
+                rules_state_free(loaded[j]);
     free(loaded);
     free(offsets);
     free(missing);
@@ -1122,7 +1122,7 @@ static void engine__process_due(engine_t *eng, int32_t partition)
         if (!loaded[j])
             continue; /* stale index entry of a subject with no state: cleared below */
         if (!cache_put(&eng->cache, ks[j], partition, loaded[j]))
-            jrp__v1__subject_state__free_unpacked(loaded[j], NULL);
+            rules_state_free(loaded[j]);
         loaded[j] = NULL;
     }
     eng->n_subjects = 0;
@@ -1177,7 +1177,7 @@ done:
     if (loaded)
         for (size_t j = 0; j < n; j++)
             if (loaded[j])
-                jrp__v1__subject_state__free_unpacked(loaded[j], NULL);
+                rules_state_free(loaded[j]);
     free(loaded);
     free(offsets);
     free(ks);

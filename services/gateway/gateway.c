@@ -30,6 +30,7 @@
 #include "pbjson.h"
 #include "redis.h"
 #include "report.h"
+#include "rules.h"
 
 /* Deadlines are checked this often; the Kafka probe is scheduled from the same timer. */
 #define GW_CRON_MS 100
@@ -396,7 +397,7 @@ static void ctx_unref(gw_ctx_t *ctx)
     ctx_error(ctx, 500, "internal_error", "the request was not answered", NULL, NULL);
     ctx_list_remove(ctx);
     if (ctx->state)
-        jrp__v1__subject_state__free_unpacked(ctx->state, NULL);
+        rules_state_free(ctx->state);
     free(ctx->state_raw);
     free(ctx->answer);
     free(ctx);

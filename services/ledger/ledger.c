@@ -27,6 +27,7 @@
 #include "log.h"
 #include "redis.h"
 #include "report.h"
+#include "rules.h"
 #include "rulesync.h"
 #include "workdays.h"
 
@@ -343,7 +344,7 @@ static int ledger__queue_state(ledger_t *l, const rd_kafka_message_t *m)
     ledger__evalsha(l, SCRIPT_SUBJECT, 2, 10, argv);
     free(listings);
     if (st)
-        jrp__v1__subject_state__free_unpacked(st, NULL);
+        rules_state_free(st);
     return 0;
 }
 

@@ -182,7 +182,7 @@ static void free_states(Jrp__V1__SubjectState **states)
 {
     for (int s = 0; s < SUBJECTS; s++)
         if (states[s])
-            jrp__v1__subject_state__free_unpacked(states[s], NULL);
+            rules_state_free(states[s]);
     free(states);
 }
 

@@ -351,7 +351,7 @@ static int teardown(void **state)
 {
     fixture_t *fx = *state;
     rules_result_clear(&fx->res);
-    jrp__v1__subject_state__free_unpacked(fx->st, NULL);
+    rules_state_free(fx->st);
     rules_destroy(fx->rules);
     free(fx);
     return 0;
@@ -455,7 +455,7 @@ static void test_listed_enterprise_vehicle_person(void **state)
     assert_string_equal(summary(&vres, JRP__V1__ACTION_OP__ACTION_OP_APPLY),
                         "transport/NO_TOLL_GREEN_CHANNEL transport/STRICT_SUPERVISION");
     rules_result_clear(&vres);
-    jrp__v1__subject_state__free_unpacked(vst, NULL);
+    rules_state_free(vst);
 
     Jrp__V1__SubjectState *pst = new_state();
     ev = event("e3", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED, &subj_person, "black.overload", T0);
@@ -464,7 +464,7 @@ static void test_listed_enterprise_vehicle_person(void **state)
                         "market/RESTRICT_HANDLING public_security/WARNING_TALK "
                         "transport/STRICT_SUPERVISION");
     rules_result_clear(&vres);
-    jrp__v1__subject_state__free_unpacked(pst, NULL);
+    rules_state_free(pst);
 }
 
 static void test_delisted_lifts_exactly_that_listing(void **state)
@@ -566,14 +566,14 @@ static void test_ids_deterministic(void **state)
     assert_int_equal(rules_match(fx->rules, st2, &ev, T0 + 999999, &fx->opts, &r2), 0);
     assert_string_equal(r2.actions[0]->action_id, first);
     rules_result_clear(&r2);
-    jrp__v1__subject_state__free_unpacked(st2, NULL);
+    rules_state_free(st2);
     /* Another rule-set version: other ids. */
     rules_t *v8 = load_sample(8);
     st2 = new_state();
     assert_int_equal(rules_match(v8, st2, &ev, T0, &fx->opts, &r2), 0);
     assert_string_not_equal(r2.actions[0]->action_id, first);
     rules_result_clear(&r2);
-    jrp__v1__subject_state__free_unpacked(st2, NULL);
+    rules_state_free(st2);
     rules_destroy(v8);
     /* All ids of one result are distinct. */
     for (size_t i = 0; i < fx->res.n_actions; i++)
@@ -699,7 +699,7 @@ static void test_lapse(void **state)
     for (size_t i = 0; i < again.n_actions; i++)
         assert_string_equal(again.actions[i]->action_id, fx->res.actions[i]->action_id);
     rules_result_clear(&again);
-    jrp__v1__subject_state__free_unpacked(copy, NULL);
+    rules_state_free(copy);
 }
 
 static void test_memorandum_in_force(void **state)
