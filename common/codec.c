@@ -691,8 +691,14 @@ Jrp__V1__CreditEvent *codec_event_from_text(const char *text, size_t len, errlis
 
 Jrp__V1__CreditEvent *codec_event_unpack(const void *buf, size_t len, errlist_t *el)
 {
+    return codec_event_unpack_with(NULL, buf, len, el);
+}
+
+Jrp__V1__CreditEvent *codec_event_unpack_with(ProtobufCAllocator *a, const void *buf, size_t len,
+                                              errlist_t *el)
+{
     ProtobufCMessage *msg =
-        protobuf_c_message_unpack(&jrp__v1__credit_event__descriptor, NULL, len, buf);
+        protobuf_c_message_unpack(&jrp__v1__credit_event__descriptor, a, len, buf);
     if (!msg) {
         /* If even this cannot be recorded, the NULL return still refuses the input. */
         if (el)
@@ -703,7 +709,7 @@ Jrp__V1__CreditEvent *codec_event_unpack(const void *buf, size_t len, errlist_t 
     }
     Jrp__V1__CreditEvent *ev = (Jrp__V1__CreditEvent *)msg;
     if (codec_event_validate(ev, NULL, el) != 0) {
-        jrp__v1__credit_event__free_unpacked(ev, NULL);
+        jrp__v1__credit_event__free_unpacked(ev, a);
         return NULL;
     }
     return ev;

@@ -39,6 +39,9 @@ Jrp__V1__CreditEvent *codec_event_from_text(const char *text, size_t len, errlis
 
 /* Decode protobuf bytes and validate; NULL with errors ("decode_failed" for bad bytes). */
 Jrp__V1__CreditEvent *codec_event_unpack(const void *buf, size_t len, errlist_t *el);
+/* The same with protobuf-c's allocator a (NULL: malloc); free the event with it. */
+Jrp__V1__CreditEvent *codec_event_unpack_with(ProtobufCAllocator *a, const void *buf, size_t len,
+                                              errlist_t *el);
 
 /* Encode to JSON (canonical mapping); the caller owns the reference. */
 json_t *codec_event_to_json(const Jrp__V1__CreditEvent *ev);
