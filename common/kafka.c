@@ -18,9 +18,11 @@ static int kafka__set(rd_kafka_conf_t *conf, const char *k, const char *v, char 
     return rd_kafka_conf_set(conf, k, v, errstr, errstr_size) == RD_KAFKA_CONF_OK ? 0 : -1;
 }
 
-/* jrp's defaults first, then the configured kafka.* keys, which may override them. */
-static rd_kafka_conf_t *kafka__conf(const config_t *cfg, const char *const *defaults,
-                                    const char *const *forced, char *errstr, size_t errstr_size)
+/* jrp's defaults first, then the caller's (extra), then the configured kafka.* keys, which may
+ * override them both; then what correctness depends on (forced). A NULL value is skipped. */
+static rd_kafka_conf_t *kafka__conf2(const config_t *cfg, const char *const *defaults,
+                                     const char *const *extra, const char *const *forced,
+                                     char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (!conf) {
@@ -28,7 +30,10 @@ static rd_kafka_conf_t *kafka__conf(const config_t *cfg, const char *const *defa
         return NULL;
     }
     for (size_t i = 0; defaults && defaults[i]; i += 2)
-        if (kafka__set(conf, defaults[i], defaults[i + 1], errstr, errstr_size))
+        if (defaults[i + 1] && kafka__set(conf, defaults[i], defaults[i + 1], errstr, errstr_size))
+            goto err;
+    for (size_t i = 0; extra && extra[i]; i += 2)
+        if (extra[i + 1] && kafka__set(conf, extra[i], extra[i + 1], errstr, errstr_size))
             goto err;
     if (config_apply_kafka(cfg, conf, errstr, errstr_size))
         goto err;
@@ -42,32 +47,55 @@ err:
     return NULL;
 }
 
-rd_kafka_t *kafka_producer_create(const config_t *cfg, const char *transactional_id,
-                                  int transaction_timeout_ms, char *errstr, size_t errstr_size)
+static rd_kafka_conf_t *kafka__conf(const config_t *cfg, const char *const *defaults,
+                                    const char *const *forced, char *errstr, size_t errstr_size)
+{
+    return kafka__conf2(cfg, defaults, NULL, forced, errstr, errstr_size);
+}
+
+rd_kafka_conf_t *kafka_producer_conf(const config_t *cfg, const char *const *extra,
+                                     const char *transactional_id, int transaction_timeout_ms,
+                                     char *errstr, size_t errstr_size)
 {
     char tto[24];
     snprintf(tto, sizeof(tto), "%d", transaction_timeout_ms > 0 ? transaction_timeout_ms : 60000);
-    /* murmur2 places keyed records on the partitions the Java client would choose. A
-     * transactional producer retries sooner than librdkafka's 100 ms: the first requests of a
+    /* A transactional producer retries sooner than librdkafka's 100 ms: the first requests of a
      * transaction are refused (CONCURRENT_TRANSACTIONS) until the broker has finished the previous
      * one, which takes a few ms to a few tens of ms. Last, so that it is absent otherwise. */
     /* clang-format off */
     const char *const defaults[] = {
         "linger.ms", "5",
         "compression.type", "lz4",
-        "partitioner", "murmur2_random",
         transactional_id ? "retry.backoff.ms" : NULL, "10",
         NULL};
-    /* clang-format on */
-    /* clang-format off */
+    /* murmur2 places keyed records on the partitions the Java client would choose: every
+     * producer of a topic must agree, or a subject's records lose their order. */
     const char *const forced[] = {
         "enable.idempotence", "true",
         "acks", "all",
+        "partitioner", "murmur2_random",
         "transactional.id", transactional_id,
         "transaction.timeout.ms", transactional_id ? tto : NULL,
         NULL};
     /* clang-format on */
-    rd_kafka_conf_t *conf = kafka__conf(cfg, defaults, forced, errstr, errstr_size);
+    return kafka__conf2(cfg, defaults, extra, forced, errstr, errstr_size);
+}
+
+int kafka_init_transactions(rd_kafka_t *rk, int timeout_ms, char *errstr, size_t errstr_size)
+{
+    rd_kafka_error_t *error = rd_kafka_init_transactions(rk, timeout_ms);
+    if (!error)
+        return 0;
+    snprintf(errstr, errstr_size, "init_transactions: %s", rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+    return -1;
+}
+
+rd_kafka_t *kafka_producer_create(const config_t *cfg, const char *transactional_id,
+                                  int transaction_timeout_ms, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = kafka_producer_conf(cfg, NULL, transactional_id, transaction_timeout_ms,
+                                                errstr, errstr_size);
     if (!conf)
         return NULL;
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
@@ -76,38 +104,16 @@ rd_kafka_t *kafka_producer_create(const config_t *cfg, const char *transactional
         return NULL;
     }
     conf = NULL; /* now owned by rk */
-    if (transactional_id) {
-        rd_kafka_error_t *error = rd_kafka_init_transactions(rk, 30000);
-        if (error) {
-            snprintf(errstr, errstr_size, "init_transactions: %s", rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-            rd_kafka_destroy(rk);
-            return NULL;
-        }
+    if (transactional_id && kafka_init_transactions(rk, 30000, errstr, errstr_size)) {
+        rd_kafka_destroy(rk);
+        return NULL;
     }
     return rk;
 }
 
-/* A consumer from jrp's conf, with its main queue redirected to the consumer queue. */
-static rd_kafka_t *kafka__consumer_new(const config_t *cfg, const char *const *defaults,
-                                       const char *const *forced, char *errstr, size_t errstr_size)
-{
-    rd_kafka_conf_t *conf = kafka__conf(cfg, defaults, forced, errstr, errstr_size);
-    if (!conf)
-        return NULL;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    conf = NULL; /* now owned by rk */
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
-}
-
-rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
-                                  const char *group_instance_id, int read_uncommitted, char *errstr,
-                                  size_t errstr_size)
+rd_kafka_conf_t *kafka_consumer_conf(const config_t *cfg, const char *const *extra,
+                                     const char *group_id, const char *group_instance_id,
+                                     int read_uncommitted, char *errstr, size_t errstr_size)
 {
     const char *const defaults[] = {"auto.offset.reset", "earliest", "session.timeout.ms", "10000",
                                     "enable.partition.eof", "false",
@@ -129,7 +135,30 @@ rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
         "isolation.level", read_uncommitted ? "read_uncommitted" : "read_committed",
         NULL};
     /* clang-format on */
-    return kafka__consumer_new(cfg, defaults, forced, errstr, errstr_size);
+    return kafka__conf2(cfg, defaults, extra, forced, errstr, errstr_size);
+}
+
+/* A consumer from conf (consumed), with its main queue redirected to the consumer queue. */
+static rd_kafka_t *kafka__consumer_from(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size)
+{
+    if (!conf)
+        return NULL;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
+                                  const char *group_instance_id, int read_uncommitted, char *errstr,
+                                  size_t errstr_size)
+{
+    return kafka__consumer_from(kafka_consumer_conf(cfg, NULL, group_id, group_instance_id,
+                                                    read_uncommitted, errstr, errstr_size),
+                                errstr, errstr_size);
 }
 
 rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr_size)
@@ -151,7 +180,8 @@ rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr
      * the scan begins is read from the new start, never skipped to the end. */
     const char *const defaults[] = {"fetch.wait.max.ms", "50", "auto.offset.reset", "earliest",
                                     NULL};
-    return kafka__consumer_new(cfg, defaults, forced, errstr, errstr_size);
+    return kafka__consumer_from(kafka__conf(cfg, defaults, forced, errstr, errstr_size), errstr,
+                                errstr_size);
 }
 
 int kafka_assign_explicit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, int timeout_ms,

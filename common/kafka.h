@@ -15,6 +15,30 @@
 #include "config.h"
 
 /*
+ * The configuration every jrp producer starts from: linger.ms 5, lz4, retry.backoff.ms 10 when
+ * transactional; then extra (the caller's own defaults, "key", "value", ..., NULL; may be NULL);
+ * then the configured kafka.* keys, which may override both; then, forced, enable.idempotence,
+ * acks=all, the murmur2_random partitioner (records land where the Java client puts them) and
+ * the transactional id and timeout. The caller adds its callbacks and calls rd_kafka_new. NULL
+ * with the reason in errstr (docs/operations.md, "Kafka client settings").
+ */
+rd_kafka_conf_t *kafka_producer_conf(const config_t *cfg, const char *const *extra,
+                                     const char *transactional_id, int transaction_timeout_ms,
+                                     char *errstr, size_t errstr_size);
+
+/* rd_kafka_init_transactions; 0, or -1 with the reason. */
+int kafka_init_transactions(rd_kafka_t *rk, int timeout_ms, char *errstr, size_t errstr_size);
+
+/*
+ * The same for consumers: auto.offset.reset earliest, session.timeout.ms 10000, prefetch bounded
+ * by bytes and by count; extra; kafka.*; forced: the group and instance (NULL: dynamic
+ * membership), no automatic commit or offset store, the eager assignors and the isolation level.
+ */
+rd_kafka_conf_t *kafka_consumer_conf(const config_t *cfg, const char *const *extra,
+                                     const char *group_id, const char *group_instance_id,
+                                     int read_uncommitted, char *errstr, size_t errstr_size);
+
+/*
  * A producer with enable.idempotence=true and acks=all. With transactional_id set it is
  * transactional and init_transactions has completed (fencing any predecessor with that id).
  * Returns the handle or NULL with the reason in errstr.

@@ -38,18 +38,16 @@ int rulesync_publish(const config_t *cfg, const Jrp__V1__RuleSet *rs, int activa
     char topic[256], key[64];
     config_topic(cfg, "rules", topic, sizeof(topic));
     int failures = 0, rc = -1;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     size_t len = jrp__v1__rule_set__get_packed_size(rs);
     uint8_t *buf = malloc(len ? len : 1);
-    if (!conf || !buf) {
+    if (!buf) {
         snprintf(errstr, errstr_size, "out of memory");
         goto done;
     }
     jrp__v1__rule_set__pack(rs, buf);
-    if (config_apply_kafka(cfg, conf, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "acks", "all", errstr, errstr_size))
+    if (!(conf = kafka_producer_conf(cfg, NULL, NULL, 0, errstr, errstr_size)))
         goto done;
     rd_kafka_conf_set_dr_msg_cb(conf, rulesync__dr);
     rd_kafka_conf_set_opaque(conf, &failures);

@@ -727,20 +727,9 @@ static void ctl_dlq_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, voi
 
 static rd_kafka_t *ctl_dlq_producer(const config_t *cfg, char *errstr, size_t errstr_size)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (!conf) {
-        snprintf(errstr, errstr_size, "out of memory");
+    rd_kafka_conf_t *conf = kafka_producer_conf(cfg, NULL, NULL, 0, errstr, errstr_size);
+    if (!conf)
         return NULL;
-    }
-    if (config_apply_kafka(cfg, conf, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) !=
-            RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, errstr_size) !=
-            RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
     rd_kafka_conf_set_dr_msg_cb(conf, ctl_dlq_on_delivery);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
     if (!rk)

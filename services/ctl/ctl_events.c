@@ -176,12 +176,6 @@ static void ctl_events_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, 
         snprintf(dr->first_error, sizeof(dr->first_error), "%s", rd_kafka_err2str(m->err));
 }
 
-static int ctl_events_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
-                               size_t errstr_size)
-{
-    return rd_kafka_conf_set(conf, k, v, errstr, errstr_size) == RD_KAFKA_CONF_OK ? 0 : -1;
-}
-
 /*
  * An idempotent producer (acks=all) with the Java client's partitioner, so that a subject's
  * events land on the partition any other client would choose, and a delivery report callback
@@ -190,33 +184,13 @@ static int ctl_events_conf_set(rd_kafka_conf_t *conf, const char *k, const char 
 static rd_kafka_t *ctl_events_producer(const config_t *cfg, ctl_events_dr_t *dr,
                                        int *message_timeout_ms, char *errstr, size_t errstr_size)
 {
-    /* clang-format off */
-    static const char *const defaults[] = {
-        "linger.ms", "5",
-        "compression.type", "lz4",
-        "message.timeout.ms", CTL_EVENTS_MESSAGE_TIMEOUT,
-        "log_level", "2", /* failures are reported as one line each; kafka.debug shows more */
+    static const char *const extra[] = {
+        "message.timeout.ms", CTL_EVENTS_MESSAGE_TIMEOUT, "log_level",
+        "2", /* failures are reported as one line each; kafka.debug shows more */
         NULL};
-    static const char *const forced[] = {
-        "enable.idempotence", "true",
-        "acks", "all",
-        "partitioner", "murmur2_random",
-        NULL};
-    /* clang-format on */
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (!conf) {
-        snprintf(errstr, errstr_size, "out of memory");
+    rd_kafka_conf_t *conf = kafka_producer_conf(cfg, extra, NULL, 0, errstr, errstr_size);
+    if (!conf)
         return NULL;
-    }
-    for (size_t i = 0; defaults[i]; i += 2)
-        if (ctl_events_conf_set(conf, defaults[i], defaults[i + 1], errstr, errstr_size))
-            goto err;
-    if (config_apply_kafka(cfg, conf, errstr, errstr_size))
-        goto err;
-    /* What correctness depends on is set last, so a config file cannot weaken it. */
-    for (size_t i = 0; forced[i]; i += 2)
-        if (ctl_events_conf_set(conf, forced[i], forced[i + 1], errstr, errstr_size))
-            goto err;
     char tmo[32];
     size_t tmo_size = sizeof(tmo);
     *message_timeout_ms = 30000;

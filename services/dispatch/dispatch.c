@@ -1108,50 +1108,23 @@ static void dispatch__scan_orphans(const char *key, const char *value, void *arg
 static rd_kafka_t *dispatch__client(dispatch_t *d, rd_kafka_type_t type, char *errstr,
                                     size_t errstr_size)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *inst = config_get(d->cfg, "dispatch.instance");
-    int ok;
+    rd_kafka_conf_t *conf;
     if (type == RD_KAFKA_PRODUCER) {
-        /* murmur2 places keyed records where the Java client and jrp's other producers do. */
-        ok = rd_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size) == RD_KAFKA_CONF_OK &&
-             rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             rd_kafka_conf_set(conf, "compression.type", "lz4", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             !config_apply_kafka(d->cfg, conf, errstr, errstr_size) &&
-             rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             rd_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) == RD_KAFKA_CONF_OK;
-        rd_kafka_conf_set_dr_msg_cb(conf, dispatch__on_delivery);
+        conf = kafka_producer_conf(d->cfg, NULL, NULL, 0, errstr, errstr_size);
+        if (conf)
+            rd_kafka_conf_set_dr_msg_cb(conf, dispatch__on_delivery);
     } else {
-        ok = rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             /* Bounded prefetch: dispatch.max_pending bounds what is held beyond it. */
-             rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             rd_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             !config_apply_kafka(d->cfg, conf, errstr, errstr_size) &&
-             rd_kafka_conf_set(conf, "group.id", config_get(d->cfg, "dispatch.group"), errstr,
-                               errstr_size) == RD_KAFKA_CONF_OK &&
-             (!inst || rd_kafka_conf_set(conf, "group.instance.id", inst, errstr, errstr_size) ==
-                           RD_KAFKA_CONF_OK) &&
-             rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ==
-                 RD_KAFKA_CONF_OK &&
-             /* Eager assignors: cooperative-sticky misbehaves on librdkafka 2.0.2. */
-             rd_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr,
-                               errstr_size) == RD_KAFKA_CONF_OK;
-        rd_kafka_conf_set_rebalance_cb(conf, dispatch__on_rebalance);
-        rd_kafka_conf_set_offset_commit_cb(conf, dispatch__on_commit);
+        /* Bounded prefetch: dispatch.max_pending bounds what is held beyond it. */
+        const char *const extra[] = {"queued.max.messages.kbytes", "8192", NULL};
+        conf = kafka_consumer_conf(d->cfg, extra, config_get(d->cfg, "dispatch.group"),
+                                   config_get(d->cfg, "dispatch.instance"), 0, errstr, errstr_size);
+        if (conf) {
+            rd_kafka_conf_set_rebalance_cb(conf, dispatch__on_rebalance);
+            rd_kafka_conf_set_offset_commit_cb(conf, dispatch__on_commit);
+        }
     }
-    if (!ok) {
-        rd_kafka_conf_destroy(conf);
+    if (!conf)
         return NULL;
-    }
     rd_kafka_conf_set_error_cb(conf, dispatch__on_error);
     rd_kafka_conf_set_opaque(conf, d);
     rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, errstr_size);

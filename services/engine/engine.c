@@ -28,7 +28,6 @@
 #define ENGINE_KEY_MAX 160
 #define ENGINE_TXN_TIMEOUT_MS 30000
 #define ENGINE_LAPSE_BATCH 500
-#define ENGINE_TXN_RETRY_BACKOFF_MS "10"
 
 /* --- the in-memory state cache ---------------------------------------------------------------- */
 
@@ -1330,22 +1329,16 @@ engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
 
     /* The transactional producer: its id is stable per instance, so a restart fences the dead
      * predecessor's open transaction at once. */
-    char txid[200], tto[32];
+    char txid[200];
     snprintf(txid, sizeof(txid), "jrp-engine-%s", eng->instance);
-    snprintf(tto, sizeof(tto), "%lld", config_get_int(cfg, "engine.transaction_timeout_ms"));
-    conf = rd_kafka_conf_new();
-    /* A transaction's first requests are refused (CONCURRENT_TRANSACTIONS) until the broker has
-     * written the previous one's markers, typically 5-50 ms here: retried after librdkafka's
-     * default 100 ms, AddOffsetsToTxn added that much to most commits (docs/engine.md). */
-    if (rd_kafka_conf_set(conf, "retry.backoff.ms", ENGINE_TXN_RETRY_BACKOFF_MS, errstr,
-                          errstr_size) ||
-        config_apply_kafka(cfg, conf, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "transactional.id", txid, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "transaction.timeout.ms", tto, errstr, errstr_size))
+    /* kafka_producer_conf retries a transaction's requests after 10 ms: they are refused
+     * (CONCURRENT_TRANSACTIONS) until the broker has written the previous one's markers,
+     * typically 5-50 ms here, and librdkafka's default 100 ms added that much to most commits
+     * (docs/engine.md). */
+    conf = kafka_producer_conf(cfg, NULL, txid,
+                               (int)config_get_int(cfg, "engine.transaction_timeout_ms"), errstr,
+                               errstr_size);
+    if (!conf)
         goto err;
     rd_kafka_conf_set_dr_msg_cb(conf, engine__on_delivery);
     rd_kafka_conf_set_opaque(conf, eng);
@@ -1353,33 +1346,14 @@ engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
     if (!eng->producer)
         goto err;
     conf = NULL; /* now owned by the producer */
-    rd_kafka_error_t *error = rd_kafka_init_transactions(eng->producer, ENGINE_TXN_TIMEOUT_MS);
-    if (error) {
-        snprintf(errstr, errstr_size, "init_transactions: %s", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
+    if (kafka_init_transactions(eng->producer, ENGINE_TXN_TIMEOUT_MS, errstr, errstr_size))
         goto err;
-    }
 
-    /* The consumer: static membership under the same instance name. Prefetch is bounded so a
-     * backlog does not swell memory (configured kafka.* keys may change these): by count too,
-     * since queued.max.messages.kbytes counts payload only and each small record costs about
-     * 270 bytes more, plus the fetch buffer it pins (docs/engine.md, "Memory"). */
-    conf = rd_kafka_conf_new();
-    char gid[200];
-    snprintf(gid, sizeof(gid), "%s", config_get(cfg, "engine.group"));
-    if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "queued.min.messages", "20000", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "max.partition.fetch.bytes", "131072", errstr, errstr_size) ||
-        config_apply_kafka(cfg, conf, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "group.id", gid, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "group.instance.id", eng->instance, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr,
-                          errstr_size) ||
-        rd_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr, errstr_size))
+    /* The consumer: static membership under the same instance name, prefetch bounded by bytes
+     * and by count (kafka_consumer_conf; docs/engine.md, "Memory"). */
+    conf = kafka_consumer_conf(cfg, NULL, config_get(cfg, "engine.group"), eng->instance, 0, errstr,
+                               errstr_size);
+    if (!conf)
         goto err;
     rd_kafka_conf_set_rebalance_cb(conf, engine__on_rebalance);
     rd_kafka_conf_set_opaque(conf, eng);

@@ -1777,12 +1777,6 @@ static void gw_on_cron(uv_timer_t *t)
 /* ---- life cycle ------------------------------------------------------------------------------
  */
 
-static int gw_conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
-                       size_t errstr_size)
-{
-    return rd_kafka_conf_set(conf, k, v, errstr, errstr_size) == RD_KAFKA_CONF_OK ? 0 : -1;
-}
-
 /*
  * The producer: idempotent, acks=all, the Java client's partitioner (so a subject's events land
  * where every other producer puts them), and a delivery report for every record. Latency knobs
@@ -1793,19 +1787,10 @@ static rd_kafka_t *gw_producer(gateway_t *gw, char *errstr, size_t errstr_size)
     char linger[32], timeout[32];
     snprintf(linger, sizeof(linger), "%lld", config_get_int(gw->cfg, "gateway.linger_ms"));
     snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)gw->request_timeout_ms);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (!conf) {
-        snprintf(errstr, errstr_size, "out of memory");
+    const char *const extra[] = {"linger.ms", linger, "message.timeout.ms", timeout, NULL};
+    rd_kafka_conf_t *conf = kafka_producer_conf(gw->cfg, extra, NULL, 0, errstr, errstr_size);
+    if (!conf)
         return NULL;
-    }
-    if (gw_conf_set(conf, "linger.ms", linger, errstr, errstr_size) ||
-        gw_conf_set(conf, "message.timeout.ms", timeout, errstr, errstr_size) ||
-        gw_conf_set(conf, "compression.type", "lz4", errstr, errstr_size) ||
-        config_apply_kafka(gw->cfg, conf, errstr, errstr_size) ||
-        gw_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-        gw_conf_set(conf, "acks", "all", errstr, errstr_size) ||
-        gw_conf_set(conf, "partitioner", "murmur2_random", errstr, errstr_size))
-        goto err;
     char qmax[32];
     size_t qsize = sizeof(qmax);
     gw->queue_max = 100000;

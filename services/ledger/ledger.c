@@ -886,42 +886,24 @@ static void ledger__on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_warn("offset commit: %s", rd_kafka_err2str(err));
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
-                    size_t errstr_size)
-{
-    return rd_kafka_conf_set(conf, k, v, errstr, errstr_size) == RD_KAFKA_CONF_OK ? 0 : -1;
-}
-
 static rd_kafka_t *ledger__client(ledger_t *l, rd_kafka_type_t type, char *errstr,
                                   size_t errstr_size)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    int bad;
+    rd_kafka_conf_t *conf;
     if (type == RD_KAFKA_PRODUCER) {
-        bad = conf_set(conf, "linger.ms", "5", errstr, errstr_size) ||
-              config_apply_kafka(l->cfg, conf, errstr, errstr_size) ||
-              conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-              conf_set(conf, "acks", "all", errstr, errstr_size);
-        rd_kafka_conf_set_dr_msg_cb(conf, ledger__on_delivery);
+        conf = kafka_producer_conf(l->cfg, NULL, NULL, 0, errstr, errstr_size);
+        if (conf)
+            rd_kafka_conf_set_dr_msg_cb(conf, ledger__on_delivery);
     } else {
-        bad = conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-              conf_set(conf, "session.timeout.ms", "10000", errstr, errstr_size) ||
-              /* New action topics are found by the pattern within this time. */
-              conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errstr, errstr_size) ||
-              config_apply_kafka(l->cfg, conf, errstr, errstr_size) ||
-              conf_set(conf, "group.id", config_get(l->cfg, "ledger.group"), errstr, errstr_size) ||
-              conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
-              conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-              conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
-              /* Eager assignors: cooperative-sticky misbehaves on librdkafka 2.0.2. */
-              conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr,
-                       errstr_size);
-        rd_kafka_conf_set_offset_commit_cb(conf, ledger__on_commit);
+        /* New action topics are found by the pattern within this time. */
+        const char *const extra[] = {"topic.metadata.refresh.interval.ms", "10000", NULL};
+        conf = kafka_consumer_conf(l->cfg, extra, config_get(l->cfg, "ledger.group"), NULL, 0,
+                                   errstr, errstr_size);
+        if (conf)
+            rd_kafka_conf_set_offset_commit_cb(conf, ledger__on_commit);
     }
-    if (bad) {
-        rd_kafka_conf_destroy(conf);
+    if (!conf)
         return NULL;
-    }
     rd_kafka_conf_set_error_cb(conf, ledger__on_error);
     rd_kafka_conf_set_opaque(conf, l);
     rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, errstr_size);
