@@ -39,13 +39,37 @@
 
 /* KEYS: record, due:feedback, issued index, stats, revoked APPLY's record.
  * ARGV: id, op, dept, memo, memo_v, list, subject, stype, sid, measure, issued, due, revokes,
- * cause. */
+ * cause. Feedback that came first waits in "early:<department>:" fields (lua_feedback): the
+ * action's own department's becomes its status; any other's is dropped, and then the script
+ * returns -1 (counted as feedback from a wrong department). */
 static const char lua_action[] =
     "if redis.call('HEXISTS', KEYS[1], 'op') == 1 then return 0 end\n"
     "redis.call('HMSET', KEYS[1], 'op', ARGV[2], 'dept', ARGV[3], 'memo', ARGV[4], 'memo_v',\n"
     "  ARGV[5], 'list', ARGV[6], 'subject', ARGV[7], 'stype', ARGV[8], 'sid', ARGV[9],\n"
     "  'measure', ARGV[10], 'issued', ARGV[11], 'due', ARGV[12], 'revokes', ARGV[13],\n"
     "  'cause', ARGV[14])\n"
+    "local wrong = 0\n"
+    "local fbd = redis.call('HGET', KEYS[1], 'fb_dept')\n"
+    "if fbd and fbd ~= ARGV[3] then\n" /* stored early by a version without early: fields */
+    "  redis.call('HDEL', KEYS[1], 'status', 'score', 'fb_ms', 'fb_dept')\n"
+    "  wrong = 1\n"
+    "end\n"
+    "local mine = 'early:' .. ARGV[3] .. ':'\n"
+    "local early = {}\n"
+    "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "  if string.sub(f, 1, 6) == 'early:' then\n"
+    "    if string.sub(f, 1, #mine) == mine then\n"
+    "      early[string.sub(f, #mine + 1)] = redis.call('HGET', KEYS[1], f)\n"
+    "    elseif string.sub(f, -6) == ':score' then\n"
+    "      wrong = 1\n"
+    "    end\n"
+    "    redis.call('HDEL', KEYS[1], f)\n"
+    "  end\n"
+    "end\n"
+    "if early['score'] then\n"
+    "  redis.call('HMSET', KEYS[1], 'score', early['score'], 'status', early['status'],\n"
+    "    'fb_ms', early['ms'], 'fb_dept', ARGV[3])\n"
+    "end\n"
     "local st = redis.call('HGET', KEYS[1], 'status')\n"
     "if not st then st = 'issued'; redis.call('HSET', KEYS[1], 'status', st) end\n"
     "redis.call('HINCRBY', KEYS[4], st, 1)\n"
@@ -60,14 +84,25 @@ static const char lua_action[] =
     "  redis.call('HSET', KEYS[5], 'lifted', '1')\n"
     "  redis.call('ZREM', KEYS[2], ARGV[13])\n"
     "end\n"
+    "if wrong == 1 then return -1 end\n"
     "return 1\n";
 
 /* KEYS: record, due index, stats. ARGV: id, score, status, occurred, dept, final, kind (a|d).
- * Returns 1 applied, 0 older than what is stored, -1 wrong department (disclosure). */
+ * Returns 1 applied, 0 older than what is stored, -1 wrong department. Feedback on an action not
+ * read yet is kept per department (early:<dept>:score|status|ms), since whose action it is is not
+ * known yet; lua_action keeps only its own department's. */
 static const char lua_feedback[] =
+    "local owner = redis.call('HGET', KEYS[1], 'dept')\n"
+    "if not owner and ARGV[7] == 'a' then\n"
+    "  local f = 'early:' .. ARGV[5] .. ':'\n"
+    "  local was = tonumber(redis.call('HGET', KEYS[1], f .. 'score') or '0')\n"
+    "  if tonumber(ARGV[2]) <= was then return 0 end\n"
+    "  redis.call('HMSET', KEYS[1], f .. 'score', ARGV[2], f .. 'status', ARGV[3], f .. 'ms',\n"
+    "    ARGV[4])\n"
+    "  return 1\n"
+    "end\n"
     "local old = tonumber(redis.call('HGET', KEYS[1], 'score') or '0')\n"
     "if tonumber(ARGV[2]) <= old then return 0 end\n"
-    "local owner = redis.call('HGET', KEYS[1], 'dept')\n"
     "if owner and owner ~= ARGV[5] then return -1 end\n"
     "local prev = redis.call('HGET', KEYS[1], 'status') or 'issued'\n"
     "redis.call('HMSET', KEYS[1], 'score', ARGV[2], 'status', ARGV[3], 'fb_ms', ARGV[4],\n"

@@ -33,6 +33,7 @@
 #include "jrp/v1/feedback.pb-c.h"
 #include "kafka.h"
 #include "redis.h"
+#include "rules.h"
 #include "testenv.h"
 
 #define ENT1 "91350100M000100Y43"
@@ -534,6 +535,54 @@ static void test_effects_overdue_disclosure_and_replay(void **state)
     harness_destroy(h);
 }
 
+/* Feedback may arrive before its action (another topic, other partitions; a department may
+ * report as soon as it hears of the measure). When the action is read, its own department's
+ * report becomes its status; another department's, even a later EXECUTED, is dropped and
+ * counted as from a wrong department. */
+static void test_feedback_before_its_action(void **state)
+{
+    (void)state;
+    char group[128], log[300];
+    snprintf(group, sizeof(group), "%s", testenv_unique("ledger-early"));
+    harness_t *h = harness_create("ledger-early", "gateway.listen = 127.0.0.1:0\n");
+    harness_load_rules(h, NULL);
+    snprintf(log, sizeof(log), "/tmp/jrp-harness-%s.ledger.log", h->name);
+    int port;
+    pid_t ledger = ledger_start(h, log, group, &port);
+
+    /* Action ids are deterministic: the finance APPLY that the listing below will cause. */
+    char id[33];
+    rules_apply_id("early-1", 1, "overload-2017", "finance", "RESTRICT_PROCUREMENT",
+                   "list:black.overload", id);
+    char err[512];
+    rd_kafka_t *rk = kafka_producer_create(h->cfg, NULL, 0, err, sizeof(err));
+    assert_non_null(rk);
+    int64_t t = harness_now_ms();
+    feedback(rk, h, id, "transport", JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_EXECUTED, t + 5);
+    feedback(rk, h, id, "finance", JRP__V1__FEEDBACK_STATUS__FEEDBACK_STATUS_RECEIVED, t);
+    assert_int_equal(rd_kafka_flush(rk, 30000), 0);
+    rd_kafka_destroy(rk);
+    wait_metric(port, "jrp_ledger_feedback_consumed_total", 2, 30000);
+    assert_int_equal((int)metric(port, "jrp_ledger_feedback_wrong_department_total"), 0);
+
+    harness_engine_start(h);
+    Jrp__V1__CreditEvent *ev = harness_event("early-1", JRP__V1__EVENT_KIND__EVENT_KIND_LISTED,
+                                             ENTERPRISE, ENT1, "black.overload", t);
+    harness_send(h, &ev, 1);
+    jrp__v1__credit_event__free_unpacked(ev, NULL);
+    char finance[1][64];
+    action_ids(h, "finance", 1, finance);
+    assert_string_equal(finance[0], id);
+    wait_metric(port, "jrp_ledger_feedback_wrong_department_total", 1, 30000);
+    wait_metric(port, "jrp_ledger_actions{status=\"received\"}", 1, 10000);
+    assert_true(metric(port, "jrp_ledger_actions{status=\"executed\"}") < 1);
+    json_t *rep = report_json(h, t - 100000, harness_now_ms() + 60000);
+    assert_string_equal(row(rep, "finance"), "1/0/0/0/1/0");
+    json_decref(rep);
+    assert_int_equal(harness_service_stop(ledger, SIGTERM), 0);
+    harness_destroy(h);
+}
+
 /* Start a ledger without waiting for /readyz (it may never be ready here). */
 static pid_t ledger_spawn(harness_t *h, const char *log, const char *group, int *port)
 {
@@ -590,14 +639,15 @@ static void test_failed_writes_hold_the_batch(void **state)
     ledger = ledger_spawn(h, log, group, &port);
     wait_metric(port, "jrp_ledger_batch_held", 1, 40000);
 
-    /* Redis takes the writes again: the record counts once, the status is recorded. */
+    /* Redis takes the writes again: the record counts once, the status is recorded (as the
+     * department's early report: act-1 itself was never read). */
     r = redisCommand(c, "DEL %s", key);
     assert_non_null(r);
     freeReplyObject(r);
     wait_metric(port, "jrp_ledger_batches_total", 1, 20000);
     assert_int_equal((int)metric(port, "jrp_ledger_feedback_consumed_total"), 1);
     assert_int_equal((int)metric(port, "jrp_ledger_batch_held"), 0);
-    r = redisCommand(c, "HGET %s status", key);
+    r = redisCommand(c, "HGET %s early:transport:status", key);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_STRING);
     assert_string_equal(r->str, "executed");
@@ -633,6 +683,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_effects_overdue_disclosure_and_replay),
+        cmocka_unit_test(test_feedback_before_its_action),
         cmocka_unit_test(test_failed_writes_hold_the_batch),
         cmocka_unit_test(test_report_arguments),
     };
