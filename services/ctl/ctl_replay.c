@@ -52,10 +52,11 @@
 
 enum { RP_DECISIONS, RP_EVENTS, RP_FINISH };
 
-/* ---- strings that live as long as the replay --------------------------------------------------
+/* ---- arenas: 1 MB blocks, freed together -------------------------------------------------------
  *
- * The recorded decisions' ids and the subjects' keys are copied into 1 MB blocks, freed together:
- * one malloc per block instead of three per decision.
+ * The recorded decisions' ids and the subjects' keys live in one as long as the replay (one
+ * malloc per block instead of three per decision); a record being decoded lives in another,
+ * emptied after each record (rp_scratch_t).
  */
 
 #define RP_ARENA_BLOCK (1u << 20)
@@ -106,43 +107,34 @@ static void rp_arena_free(rp_arena_t *a)
     memset(a, 0, sizeof(*a));
 }
 
+/* Empty again, keeping the first block for what comes next. */
+static void rp_arena_reset(rp_arena_t *a)
+{
+    for (size_t i = 1; i < a->n_blocks; i++)
+        free(a->blocks[i]);
+    if (a->n_blocks) {
+        a->n_blocks = 1;
+        a->cur = a->blocks[0];
+        a->left = RP_ARENA_BLOCK; /* a first block is never smaller */
+    }
+}
+
 /* ---- scratch memory for one record's decoding -------------------------------------------------
  *
- * A recorded decision is decoded only to copy a few fields out: protobuf-c allocates its parts
- * from here, and the whole is dropped at once (rp_scratch_reset) instead of freed part by part.
+ * A record is decoded only to copy a few fields out: protobuf-c allocates its parts from an
+ * arena of their own, and the whole is dropped at once (rp_arena_reset) instead of freed part by
+ * part.
  */
-
-#define RP_SCRATCH (64u << 10)
 
 typedef struct rp_scratch_s {
     ProtobufCAllocator allocator;
-    size_t used;
-    void **large; /* what did not fit, freed at the reset */
-    size_t n_large, cap_large;
-    max_align_t room[RP_SCRATCH / sizeof(max_align_t)];
+    rp_arena_t mem; /* only whole max_align_t units are taken from it: every part is aligned */
 } rp_scratch_t;
 
 static void *rp_scratch_alloc(void *data, size_t size)
 {
     rp_scratch_t *sc = data;
-    size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-    if (size <= sizeof(sc->room) - sc->used) {
-        void *p = (char *)sc->room + sc->used;
-        sc->used += size;
-        return p;
-    }
-    if (sc->n_large == sc->cap_large) {
-        size_t cap = sc->cap_large ? sc->cap_large * 2 : 8;
-        void **l = realloc(sc->large, cap * sizeof(*l));
-        if (!l)
-            return NULL;
-        sc->large = l;
-        sc->cap_large = cap;
-    }
-    void *p = malloc(size);
-    if (p)
-        sc->large[sc->n_large++] = p;
-    return p;
+    return rp_arena_alloc(&sc->mem, (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1));
 }
 
 static void rp_scratch_free(void *data, void *p)
@@ -152,26 +144,8 @@ static void rp_scratch_free(void *data, void *p)
 
 static void rp_scratch_init(rp_scratch_t *sc)
 {
+    memset(sc, 0, sizeof(*sc));
     sc->allocator = (ProtobufCAllocator){rp_scratch_alloc, rp_scratch_free, sc};
-    sc->used = 0;
-    sc->large = NULL;
-    sc->n_large = sc->cap_large = 0;
-}
-
-static void rp_scratch_reset(rp_scratch_t *sc)
-{
-    for (size_t i = 0; i < sc->n_large; i++)
-        free(sc->large[i]);
-    sc->n_large = 0;
-    sc->used = 0;
-}
-
-static void rp_scratch_clear(rp_scratch_t *sc)
-{
-    rp_scratch_reset(sc);
-    free(sc->large);
-    sc->large = NULL;
-    sc->cap_large = 0;
 }
 
 /* ---- a hash map (open addressing, grows at 1/2 full) ----------------------------------------
@@ -297,7 +271,7 @@ typedef struct rp_shard_s {
     size_t n_subjects, cap_subjects;
     rp_map_t by_key; /* subject key -> subject */
     rp_arena_t strings;
-    rp_scratch_t *scratch; /* for decoding */
+    rp_scratch_t scratch; /* for decoding (its allocator points here: shards never move) */
 } rp_shard_t;
 
 typedef struct rp_rules_s {
@@ -417,14 +391,6 @@ static const char *rp_outcome_name(int outcome)
     const ProtobufCEnumValue *v =
         protobuf_c_enum_descriptor_get_value(&jrp__v1__decision_outcome__descriptor, outcome);
     return v ? v->name : "DECISION_OUTCOME_UNSPECIFIED";
-}
-
-/* The shard's scratch memory (made on first use); NULL without memory. */
-static rp_scratch_t *rp_shard_scratch(rp_shard_t *sh)
-{
-    if (!sh->scratch && (sh->scratch = malloc(sizeof(*sh->scratch))))
-        rp_scratch_init(sh->scratch);
-    return sh->scratch;
 }
 
 static size_t rp_subject(rp_shard_t *sh, const char *key)
@@ -634,11 +600,9 @@ static int rp_on_decision(replay_t *rp, rp_shard_t *sh, const rd_kafka_message_t
              m->key ? (const char *)m->key : "");
     if (rp->subject_filter && strcmp(key, rp->subject_filter))
         return 0;
-    if (!rp_shard_scratch(sh))
-        return ctl_fail("out of memory reading the decisions");
-    Jrp__V1__Decision *d = jrp__v1__decision__unpack(&sh->scratch->allocator, m->len, m->payload);
+    Jrp__V1__Decision *d = jrp__v1__decision__unpack(&sh->scratch.allocator, m->len, m->payload);
     if (!d) { /* not ours to judge here: the topic is written by the engine only */
-        rp_scratch_reset(sh->scratch);
+        rp_arena_reset(&sh->scratch.mem);
         return 0;
     }
     int rc = -1;
@@ -680,7 +644,7 @@ static int rp_on_decision(replay_t *rp, rp_shard_t *sh, const rd_kafka_message_t
     sh->n_decisions++;
     rc = 0;
 done:
-    rp_scratch_reset(sh->scratch);
+    rp_arena_reset(&sh->scratch.mem);
     if (rc)
         ctl_fail("out of memory reading the decisions");
     return rc;
@@ -1035,17 +999,16 @@ static int rp_on_event(replay_t *rp, rp_shard_t *sh, const rd_kafka_message_t *m
     /* What the engine does first: decode, validate, and check the key. */
     errlist_t el;
     errlist_init(&el);
-    rp_scratch_t *sc = rp_shard_scratch(sh); /* the event is decoded there */
-    if (!sc)
-        return ctl_fail("out of memory");
+    rp_arena_t *sc = &sh->scratch.mem; /* the event is decoded there */
     Jrp__V1__CreditEvent *ev =
-        m->payload ? codec_event_unpack_with(&sc->allocator, m->payload, m->len, &el) : NULL;
+        m->payload ? codec_event_unpack_with(&sh->scratch.allocator, m->payload, m->len, &el)
+                   : NULL;
     errlist_clear(&el);
     char subject_key[512] = "";
     if (ev && (ids_subject_key((ids_subject_type_t)ev->subject->type, ev->subject->id, subject_key,
                                sizeof(subject_key)) < 0 ||
                strcmp(subject_key, key))) {
-        rp_scratch_reset(sc);
+        rp_arena_reset(sc);
         ev = NULL;
     }
     rules_result_t res;
@@ -1068,11 +1031,11 @@ static int rp_on_event(replay_t *rp, rp_shard_t *sh, const rd_kafka_message_t *m
         if (in_window)
             rc = rp_compare(rp, ev->event_id, key, m->partition, m->offset, 0, d,
                             JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_UNSPECIFIED, &res);
-        rp_scratch_reset(sc);
+        rp_arena_reset(sc);
         return rc;
     }
     if (!s->st) {
-        rp_scratch_reset(sc);
+        rp_arena_reset(sc);
         return ctl_fail("internal error: the state of %s was released before event %s", key,
                         d->event_id);
     }
@@ -1084,11 +1047,11 @@ static int rp_on_event(replay_t *rp, rp_shard_t *sh, const rd_kafka_message_t *m
         /* What version alt would have decided, given the subject's real history so far: on a
          * copy of the state as it was before the event. */
         if (!(alt_rules = rp_rules(rp, alt))) {
-            rp_scratch_reset(sc);
+            rp_arena_reset(sc);
             return -1;
         }
         if (!(before = rp_state_copy(s->st))) {
-            rp_scratch_reset(sc);
+            rp_arena_reset(sc);
             return ctl_fail("out of memory");
         }
     }
@@ -1122,7 +1085,7 @@ static int rp_on_event(replay_t *rp, rp_shard_t *sh, const rd_kafka_message_t *m
     if (before)
         rules_state_free(before);
     rules_result_clear(&res);
-    rp_scratch_reset(sc);
+    rp_arena_reset(sc);
     if (s && s->cursor == s->n_decisions && s->st) {
         /* Every decision recorded for the subject is accounted for: nothing will read its state
          * again. Released now, a long replay holds only the subjects still to come (on 200,000
@@ -1346,9 +1309,7 @@ static void rp_shard_free(rp_shard_t *sh)
     rp_map_free(&sh->by_key);
     rp_map_free(&sh->by_source);
     rp_arena_free(&sh->strings);
-    if (sh->scratch)
-        rp_scratch_clear(sh->scratch);
-    free(sh->scratch);
+    rp_arena_free(&sh->scratch.mem);
     memset(sh, 0, sizeof(*sh));
 }
 
@@ -1452,6 +1413,8 @@ int ctl_replay(config_t *cfg, int argc, char **argv)
         ctl_fail("out of memory");
         goto done;
     }
+    for (int i = 0; i < rp.threads; i++)
+        rp_scratch_init(&rp.shards[i].scratch);
     rp.opts.dedup_horizon_ms = config_get_int(cfg, "engine.dedup_horizon_days") * 86400000LL;
     rp.opts.dedup_max = 1000;
     if (rp_load_versions(&rp))
