@@ -1218,12 +1218,20 @@ static Jrp__V1__Action *rules__build_kept(const Jrp__V1__Action *ap)
     return a;
 }
 
+/* Free msg (size bytes; NULL is fine), one block if its first string starts right after it. */
+static void rules__block_free(void *msg, size_t size, const char *first)
+{
+    if (!msg)
+        return;
+    if (first == (const char *)msg + size)
+        free(msg);
+    else
+        protobuf_c_message_free_unpacked(msg, NULL);
+}
+
 static void rules__action_free(Jrp__V1__Action *a)
 {
-    if (a && a->action_id == (char *)(a + 1))
-        free(a);
-    else
-        jrp__v1__action__free_unpacked(a, NULL);
+    rules__block_free(a, sizeof(*a), a ? a->action_id : NULL);
 }
 
 /* Text and legal basis of a measure as the rule set in force states them ("" if it is gone). */
@@ -1376,10 +1384,7 @@ static Jrp__V1__ProcessedEvent *rules__processed_new(const char *event_id, int64
 
 static void rules__processed_free(Jrp__V1__ProcessedEvent *pe)
 {
-    if (pe && pe->event_id == (char *)(pe + 1))
-        free(pe);
-    else
-        jrp__v1__processed_event__free_unpacked(pe, NULL);
+    rules__block_free(pe, sizeof(*pe), pe ? pe->event_id : NULL);
 }
 
 void rules_state_free(Jrp__V1__SubjectState *st)
