@@ -20,9 +20,9 @@ static int kafka__set(rd_kafka_conf_t *conf, const char *k, const char *v, char 
 
 /* jrp's defaults first, then the caller's (extra), then the configured kafka.* keys, which may
  * override them both; then what correctness depends on (forced). A NULL value is skipped. */
-static rd_kafka_conf_t *kafka__conf2(const config_t *cfg, const char *const *defaults,
-                                     const char *const *extra, const char *const *forced,
-                                     char *errstr, size_t errstr_size)
+static rd_kafka_conf_t *kafka__conf(const config_t *cfg, const char *const *defaults,
+                                    const char *const *extra, const char *const *forced,
+                                    char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (!conf) {
@@ -45,12 +45,6 @@ static rd_kafka_conf_t *kafka__conf2(const config_t *cfg, const char *const *def
 err:
     rd_kafka_conf_destroy(conf);
     return NULL;
-}
-
-static rd_kafka_conf_t *kafka__conf(const config_t *cfg, const char *const *defaults,
-                                    const char *const *forced, char *errstr, size_t errstr_size)
-{
-    return kafka__conf2(cfg, defaults, NULL, forced, errstr, errstr_size);
 }
 
 rd_kafka_conf_t *kafka_producer_conf(const config_t *cfg, const char *const *extra,
@@ -78,7 +72,7 @@ rd_kafka_conf_t *kafka_producer_conf(const config_t *cfg, const char *const *ext
         "transaction.timeout.ms", transactional_id ? tto : NULL,
         NULL};
     /* clang-format on */
-    return kafka__conf2(cfg, defaults, extra, forced, errstr, errstr_size);
+    return kafka__conf(cfg, defaults, extra, forced, errstr, errstr_size);
 }
 
 int kafka_init_transactions(rd_kafka_t *rk, int timeout_ms, char *errstr, size_t errstr_size)
@@ -135,7 +129,7 @@ rd_kafka_conf_t *kafka_consumer_conf(const config_t *cfg, const char *const *ext
         "isolation.level", read_uncommitted ? "read_uncommitted" : "read_committed",
         NULL};
     /* clang-format on */
-    return kafka__conf2(cfg, defaults, extra, forced, errstr, errstr_size);
+    return kafka__conf(cfg, defaults, extra, forced, errstr, errstr_size);
 }
 
 /* A consumer from conf (consumed), with its main queue redirected to the consumer queue. */
@@ -180,8 +174,8 @@ rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr
      * the scan begins is read from the new start, never skipped to the end. */
     const char *const defaults[] = {"fetch.wait.max.ms", "50", "auto.offset.reset", "earliest",
                                     NULL};
-    return kafka__consumer_from(kafka__conf(cfg, defaults, forced, errstr, errstr_size), errstr,
-                                errstr_size);
+    return kafka__consumer_from(kafka__conf(cfg, defaults, NULL, forced, errstr, errstr_size),
+                                errstr, errstr_size);
 }
 
 int kafka_assign_explicit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, int timeout_ms,
@@ -220,14 +214,7 @@ int kafka_produce_one(const config_t *cfg, const char *topic, const char *key, c
                       size_t value_len, const char *schema, int timeout_ms, char *errstr,
                       size_t errstr_size)
 {
-    /* clang-format off */
-    const char *const forced[] = {
-        "enable.idempotence", "true",
-        "acks", "all",
-        "partitioner", "murmur2_random",
-        NULL};
-    /* clang-format on */
-    rd_kafka_conf_t *conf = kafka__conf(cfg, NULL, forced, errstr, errstr_size);
+    rd_kafka_conf_t *conf = kafka_producer_conf(cfg, NULL, NULL, 0, errstr, errstr_size);
     if (!conf)
         return -1;
     int state = 0; /* 0: no report yet; -1: delivered; > 0: the error */
