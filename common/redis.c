@@ -423,7 +423,8 @@ size_t redis_pipe_count(const redis_pipe_t *p)
     return p ? p->ncmds : 0;
 }
 
-int redis_pipe_exec(redisContext *c, redis_pipe_t *p, char *errstr, size_t errstr_size)
+/* Queue p's commands on c (not yet written); 0 or -1. */
+static int redis__pipe_append(redisContext *c, redis_pipe_t *p, char *errstr, size_t errstr_size)
 {
     if (!c || !p) {
         redis__err(errstr, errstr_size, "redis pipe: no context or pipe");
@@ -449,8 +450,17 @@ int redis_pipe_exec(redisContext *c, redis_pipe_t *p, char *errstr, size_t errst
         redis__err(errstr, errstr_size, "redis pipe: %s", c->errstr);
         return -1;
     }
-    /* The first redisGetReply writes the whole buffer, then each reads one reply. */
-    for (size_t i = 0; i < p->ncmds; i++) {
+    return 0;
+}
+
+int redis_pipe_recv(redisContext *c, redis_pipe_t *p, char *errstr, size_t errstr_size)
+{
+    if (!c || !p) {
+        redis__err(errstr, errstr_size, "redis pipe: no context or pipe");
+        return -1;
+    }
+    /* The first redisGetReply writes whatever is still buffered, then each reads one reply. */
+    for (size_t i = p->nreplies; i < p->ncmds; i++) {
         void *r = NULL;
         if (redisGetReply(c, &r) != REDIS_OK || !r) {
             redis__err(errstr, errstr_size, "redis pipe: reply %zu of %zu: %s", i + 1, p->ncmds,
@@ -460,6 +470,27 @@ int redis_pipe_exec(redisContext *c, redis_pipe_t *p, char *errstr, size_t errst
             return -1;
         }
         p->replies[p->nreplies++] = r;
+    }
+    return 0;
+}
+
+int redis_pipe_exec(redisContext *c, redis_pipe_t *p, char *errstr, size_t errstr_size)
+{
+    if (redis__pipe_append(c, p, errstr, errstr_size))
+        return -1;
+    return redis_pipe_recv(c, p, errstr, errstr_size);
+}
+
+int redis_pipe_send(redisContext *c, redis_pipe_t *p, char *errstr, size_t errstr_size)
+{
+    if (redis__pipe_append(c, p, errstr, errstr_size))
+        return -1;
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
+            redis__err(errstr, errstr_size, "redis pipe: %s", c->errstr);
+            return -1;
+        }
     }
     return 0;
 }

@@ -43,6 +43,14 @@ int redis_pipe_addv(redis_pipe_t *p, const char *arg0, ...) __attribute__((senti
 size_t redis_pipe_count(const redis_pipe_t *p);
 /* 0, or -1 on a connection/protocol error (reason in errstr; the context is then unusable). */
 int redis_pipe_exec(redisContext *c, redis_pipe_t *p, char *errstr, size_t errstr_size);
+/*
+ * exec in two halves, for a caller with other work to do while Redis runs the commands:
+ * redis_pipe_send writes every queued command and returns without waiting; redis_pipe_recv
+ * later reads their replies into the pipe. Nothing else may use c in between (the replies
+ * come back in order on c). Both 0 or -1 as exec.
+ */
+int redis_pipe_send(redisContext *c, redis_pipe_t *p, char *errstr, size_t errstr_size);
+int redis_pipe_recv(redisContext *c, redis_pipe_t *p, char *errstr, size_t errstr_size);
 const redisReply *redis_pipe_reply(const redis_pipe_t *p, size_t i);
 
 /*

@@ -16,6 +16,8 @@ struct store_s {
     redis_script_t *write_state;
     redis_script_t *raise_progress;
     redis_pipe_t *pipe;
+    redis_pipe_t *wpipe; /* state writes sent by store_send_states, their replies not yet read */
+    int sent;
 };
 
 /* KEYS: state, expiry; ARGV: offset, bytes, next due (0 = none), subject key. */
@@ -34,6 +36,8 @@ static const char store__progress_lua[] =
     "redis.call('SET', KEYS[1], ARGV[1])\n"
     "return 1\n";
 
+static int store__load_scripts(store_t *st, char *errstr, size_t errstr_size);
+
 store_t *store_create(const config_t *cfg, char *errstr, size_t errstr_size)
 {
     store_t *st = calloc(1, sizeof(*st));
@@ -46,12 +50,13 @@ store_t *store_create(const config_t *cfg, char *errstr, size_t errstr_size)
     st->write_state = redis_script_create(store__write_lua);
     st->raise_progress = redis_script_create(store__progress_lua);
     st->pipe = redis_pipe_create();
-    if (!st->write_state || !st->raise_progress || !st->pipe) {
+    st->wpipe = redis_pipe_create();
+    if (!st->write_state || !st->raise_progress || !st->pipe || !st->wpipe) {
         snprintf(errstr, errstr_size, "out of memory");
         goto err;
     }
     st->c = redis_connect(st->url, 5000, errstr, errstr_size);
-    if (!st->c)
+    if (!st->c || store__load_scripts(st, errstr, errstr_size))
         goto err;
     return st;
 err:
@@ -68,6 +73,7 @@ void store_destroy(store_t *st)
     redis_script_destroy(st->write_state);
     redis_script_destroy(st->raise_progress);
     redis_pipe_destroy(st->pipe);
+    redis_pipe_destroy(st->wpipe);
     free(st);
 }
 
@@ -75,8 +81,10 @@ int store_reconnect(store_t *st, char *errstr, size_t errstr_size)
 {
     if (st->c)
         redisFree(st->c);
+    st->sent = 0; /* writes sent on the old connection are in doubt: recovery rewrites them */
     st->c = redis_connect(st->url, 5000, errstr, errstr_size);
-    return st->c ? 0 : -1;
+    /* Loaded now so the writes sent without waiting find them (a restarted Redis has none). */
+    return st->c ? store__load_scripts(st, errstr, errstr_size) : -1;
 }
 
 const char *store_prefix(const store_t *st)
@@ -94,17 +102,53 @@ void store_state_key(const store_t *st, const char *subject_key, char *buf, size
     snprintf(buf, size, "%s{%s}:state", st->prefix, subject_key);
 }
 
+static int store__drop(store_t *st)
+{
+    redisFree(st->c); /* unusable after a protocol or connection error */
+    st->c = NULL;
+    st->sent = 0;
+    return -1;
+}
+
+static int store__check_writes(const redis_pipe_t *p, int *noscript, char *errstr,
+                               size_t errstr_size);
+
+int store_settle(store_t *st, char *errstr, size_t errstr_size)
+{
+    if (!st->sent)
+        return 0;
+    st->sent = 0;
+    if (!st->c) {
+        snprintf(errstr, errstr_size, "redis: not connected; the last state writes are in doubt");
+        return -1;
+    }
+    if (redis_pipe_recv(st->c, st->wpipe, errstr, errstr_size))
+        return store__drop(st);
+    int noscript = 0;
+    if (store__check_writes(st->wpipe, &noscript, errstr, errstr_size))
+        return -1;
+    if (noscript) {
+        /* Redis lost its scripts (restart, FLUSHALL): those writes did not happen. Load the
+         * scripts for the next ones; the caller's recovery rewrites the states. */
+        snprintf(errstr, errstr_size, "redis: the state writes found no scripts (Redis restarted?)");
+        char ignored[256];
+        (void)store__load_scripts(st, ignored, sizeof(ignored));
+        return -1;
+    }
+    return 0;
+}
+
 static int store__exec(store_t *st, char *errstr, size_t errstr_size)
 {
+    /* Replies to writes sent earlier come first on the connection. */
+    if (store_settle(st, errstr, errstr_size))
+        return -1;
     if (!st->c) {
         snprintf(errstr, errstr_size, "redis: not connected");
         return -1;
     }
-    if (redis_pipe_exec(st->c, st->pipe, errstr, errstr_size)) {
-        redisFree(st->c); /* unusable after a protocol or connection error */
-        st->c = NULL;
-        return -1;
-    }
+    if (redis_pipe_exec(st->c, st->pipe, errstr, errstr_size))
+        return store__drop(st);
     return 0;
 }
 
@@ -266,7 +310,7 @@ int store_get_progress(store_t *st, size_t n, const int32_t *partitions, int64_t
 }
 
 /* Queue an EVALSHA of script (the pipe cannot fall back to EVAL, so scripts are loaded first). */
-static int store__add_script(store_t *st, redis_script_t *s, int nkeys, int nargs,
+static int store__add_script(redis_pipe_t *p, redis_script_t *s, int nkeys, int nargs,
                              const char **args, const size_t *lens)
 {
     const char *argv[16];
@@ -283,7 +327,7 @@ static int store__add_script(store_t *st, redis_script_t *s, int nkeys, int narg
         argv[3 + i] = args[i];
         argvlen[3 + i] = lens[i];
     }
-    return redis_pipe_add(st->pipe, 3 + nargs, argv, argvlen);
+    return redis_pipe_add(p, 3 + nargs, argv, argvlen);
 }
 
 /* SCRIPT LOAD both scripts (cheap; makes EVALSHA in a pipeline safe after a flush). */
@@ -307,7 +351,7 @@ static int store__load_scripts(store_t *st, char *errstr, size_t errstr_size)
     return 0;
 }
 
-static int store__queue_writes(store_t *st, const store_write_t *w, size_t n)
+static int store__queue_writes(store_t *st, redis_pipe_t *p, const store_write_t *w, size_t n)
 {
     char key[512], zkey[256], off[32], due[32];
     for (size_t i = 0; i < n; i++) {
@@ -318,7 +362,7 @@ static int store__queue_writes(store_t *st, const store_write_t *w, size_t n)
         const char *args[] = {key, zkey, off, w[i].bytes, due, w[i].subject_key};
         size_t lens[] = {strlen(key), strlen(zkey), strlen(off),
                          w[i].len,    strlen(due),  strlen(w[i].subject_key)};
-        if (store__add_script(st, st->write_state, 2, 6, args, lens))
+        if (store__add_script(p, st->write_state, 2, 6, args, lens))
             return -1;
     }
     /* Progress: the highest offset per partition. */
@@ -341,8 +385,26 @@ static int store__queue_writes(store_t *st, const store_write_t *w, size_t n)
         snprintf(off, sizeof(off), "%lld", (long long)max);
         const char *args[] = {key, off};
         size_t lens[] = {strlen(key), strlen(off)};
-        if (store__add_script(st, st->raise_progress, 1, 2, args, lens))
+        if (store__add_script(p, st->raise_progress, 1, 2, args, lens))
             return -1;
+    }
+    return 0;
+}
+
+/* The replies to state writes in p: -1 at the first error other than NOSCRIPT (errstr). */
+static int store__check_writes(const redis_pipe_t *p, int *noscript, char *errstr,
+                               size_t errstr_size)
+{
+    *noscript = 0;
+    for (size_t i = 0; i < redis_pipe_count(p); i++) {
+        const redisReply *r = redis_pipe_reply(p, i);
+        const char *e = !r ? "no reply" : r->type == REDIS_REPLY_ERROR ? r->str : NULL;
+        if (e && !strncmp(e, "NOSCRIPT", 8)) {
+            *noscript = 1;
+        } else if (e) {
+            snprintf(errstr, errstr_size, "redis: state write: %s", e);
+            return -1;
+        }
     }
     return 0;
 }
@@ -354,22 +416,15 @@ int store_write_states(store_t *st, const store_write_t *w, size_t n, char *errs
         return 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         redis_pipe_reset(st->pipe);
-        if (store__queue_writes(st, w, n)) {
+        if (store__queue_writes(st, st->pipe, w, n)) {
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
         }
         if (store__exec(st, errstr, errstr_size))
             return -1;
         int noscript = 0;
-        for (size_t i = 0; i < redis_pipe_count(st->pipe); i++) {
-            const char *e = store__reply_error(st, i);
-            if (e && !strncmp(e, "NOSCRIPT", 8)) {
-                noscript = 1;
-            } else if (e) {
-                snprintf(errstr, errstr_size, "redis: state write: %s", e);
-                return -1;
-            }
-        }
+        if (store__check_writes(st->pipe, &noscript, errstr, errstr_size))
+            return -1;
         if (!noscript)
             return 0;
         /* Redis lost its script cache (restart, FLUSHALL): load and redo; writes are idempotent. */
@@ -378,6 +433,28 @@ int store_write_states(store_t *st, const store_write_t *w, size_t n, char *errs
     }
     snprintf(errstr, errstr_size, "redis: scripts keep disappearing");
     return -1;
+}
+
+int store_send_states(store_t *st, const store_write_t *w, size_t n, char *errstr,
+                      size_t errstr_size)
+{
+    if (store_settle(st, errstr, errstr_size))
+        return -1;
+    if (n == 0)
+        return 0;
+    if (!st->c) {
+        snprintf(errstr, errstr_size, "redis: not connected");
+        return -1;
+    }
+    redis_pipe_reset(st->wpipe);
+    if (store__queue_writes(st, st->wpipe, w, n)) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if (redis_pipe_send(st->c, st->wpipe, errstr, errstr_size))
+        return store__drop(st);
+    st->sent = 1;
+    return 0;
 }
 
 void store_free_keys(char **keys, size_t n)

@@ -82,6 +82,20 @@ int store_write_states(store_t *st, const store_write_t *w, size_t n, char *errs
                        size_t errstr_size);
 
 /*
+ * The same writes, sent without waiting for Redis to run them, so the caller can go on while it
+ * does: the replies are read by the next call on this store (which then fails if a write did,
+ * naming it) or by store_settle. The writes themselves are in Redis's hands once this returns:
+ * a later read on this store sees them. 0, or -1 if they could not be sent or the previous
+ * writes' replies report an error.
+ */
+int store_send_states(store_t *st, const store_write_t *w, size_t n, char *errstr,
+                      size_t errstr_size);
+
+/* Read the replies of the writes store_send_states sent, if any: 0, or -1 if one failed
+ * (reason in errstr). After a NOSCRIPT (Redis lost its scripts) those writes did not happen. */
+int store_settle(store_t *st, char *errstr, size_t errstr_size);
+
+/*
  * Subject keys of partition whose due time is at or before now_ms, at most max. *keys is a new
  * array of new strings (free with store_free_keys). 0 or -1.
  */

@@ -897,8 +897,21 @@ static int engine__produce_states(engine_t *eng)
     return 0;
 }
 
-/* After a commit: write the new states to Redis. A failure leaves Redis behind, which the next
- * recovery repairs; it never loses anything. */
+/* Read the replies of the last Redis writes (engine__write_redis does not wait for them). A
+ * failed write leaves Redis behind, which recovery repairs. 0 or -1. */
+static int engine__settle_redis(engine_t *eng)
+{
+    char err[512];
+    if (store_settle(eng->store, err, sizeof(err)) == 0)
+        return 0;
+    log_warn("Redis write after commit failed (recovery will repair it): %s", err);
+    eng->needs_recovery = 1;
+    return -1;
+}
+
+/* After a commit: send the new states to Redis. Redis runs them while the next batch is being
+ * decided; their replies are read before the next use of Redis (engine__settle_redis). A
+ * failure leaves Redis behind, which the next recovery repairs; it never loses anything. */
 static void engine__write_redis(engine_t *eng)
 {
     char err[512];
@@ -922,7 +935,7 @@ static void engine__write_redis(engine_t *eng)
                                  ref->state_offset, ref->packed,
                                  ref->packed_len,   rules_next_due(eng->rules, ref->entry->st)};
     }
-    if (store_write_states(eng->store, w, n, err, sizeof(err))) {
+    if (store_send_states(eng->store, w, n, err, sizeof(err))) {
         log_warn("Redis write after commit failed (recovery will repair it): %s", err);
         eng->needs_recovery = 1;
     }
@@ -1092,6 +1105,8 @@ static void engine__process_due(engine_t *eng, int32_t partition)
     char **keys = NULL;
     size_t n = 0;
     int64_t now = engine__wall_ms();
+    if (engine__settle_redis(eng))
+        return;
     if (store_due(eng->store, partition, now, ENGINE_LAPSE_BATCH, &keys, &n, err, sizeof(err))) {
         log_warn("%s", err);
         return;
@@ -1253,6 +1268,7 @@ static void engine__on_cron(uv_timer_t *t)
     if (eng->failed || eng->stopping)
         return;
     rd_kafka_poll(eng->producer, 0);
+    (void)engine__settle_redis(eng);
     /* Redis: reconnect, notice a loss, replay the changelog, then let records flow again. */
     if (!store_redis(eng->store) && store_reconnect(eng->store, err, sizeof(err))) {
         if (now >= eng->next_health_ms) {
@@ -1422,6 +1438,7 @@ void engine_stop(engine_t *eng, void (*on_stopped)(void *arg), void *arg)
         engine__process_batch(eng); /* finish what was collected */
     eng->stopping = 1;
     engine__drop_batch(eng);
+    (void)engine__settle_redis(eng);
     log_info("stopping: %llu events in %llu transactions (%llu aborted), %llu actions, "
              "%llu dead letters, %llu lapses, %llu recoveries",
              (unsigned long long)eng->stats.events, (unsigned long long)eng->stats.batches,
