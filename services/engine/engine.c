@@ -169,7 +169,7 @@ struct engine_s {
     /* The batch being collected. */
     item_t *items;
     size_t n_items, cap_items;
-    uint64_t batch_started_ms;
+    uint64_t batch_started_ms; /* engine__mono_ms() */
     uint64_t batch_seq;
     size_t evict_cursor;
     size_t batch_max;
@@ -196,6 +196,13 @@ static int64_t engine__wall_ms(void)
 }
 
 /* Record the time since t0 (uv_hrtime) in the stage's histogram. */
+/* Now, in ms of a monotonic clock. Not uv_now: that is the loop iteration's start, and a batch
+ * is collected and committed within one iteration. */
+static uint64_t engine__mono_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
 static void engine__observe_stage(engine_t *eng, int stage, uint64_t t0)
 {
     ops_histogram_observe(&eng->stats.stage_seconds[stage], (double)(uv_hrtime() - t0) / 1e9);
@@ -981,7 +988,7 @@ static int engine__commit(engine_t *eng, rd_kafka_t *consumer)
     eng->stats.batches++;
     if (eng->batch_started_ms)
         ops_histogram_observe(&eng->stats.batch_seconds,
-                              (double)(uv_now(eng->loop) - eng->batch_started_ms) / 1000.0);
+                              (double)(engine__mono_ms() - eng->batch_started_ms) / 1000.0);
     eng->batch_started_ms = 0;
     t0 = uv_hrtime();
     engine__write_redis(eng);
@@ -1233,10 +1240,10 @@ static void engine__on_consumer_ready(void *arg)
             eng->cap_items = cap;
         }
         if (eng->n_items == 0)
-            eng->batch_started_ms = uv_now(eng->loop);
+            eng->batch_started_ms = engine__mono_ms();
         eng->items[eng->n_items++] = (item_t){.m = m};
         if (eng->n_items >= eng->batch_max ||
-            uv_now(eng->loop) - eng->batch_started_ms >= eng->batch_max_ms)
+            engine__mono_ms() - eng->batch_started_ms >= eng->batch_max_ms)
             engine__process_batch(eng);
         if (eng->failed)
             return;
