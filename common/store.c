@@ -130,7 +130,8 @@ int store_settle(store_t *st, char *errstr, size_t errstr_size)
     if (noscript) {
         /* Redis lost its scripts (restart, FLUSHALL): those writes did not happen. Load the
          * scripts for the next ones; the caller's recovery rewrites the states. */
-        snprintf(errstr, errstr_size, "redis: the state writes found no scripts (Redis restarted?)");
+        snprintf(errstr, errstr_size,
+                 "redis: the state writes found no scripts (Redis restarted?)");
         char ignored[256];
         (void)store__load_scripts(st, ignored, sizeof(ignored));
         return -1;

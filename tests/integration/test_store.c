@@ -173,8 +173,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sent_writes_seen_by_next_read, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_write_reported_by_next_call, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refused_write_reported_by_next_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_scripts_reported, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
