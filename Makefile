@@ -31,6 +31,14 @@ CFLAGS    += -std=c11 -g $(OPT) -Wall -Wextra -Werror -Wshadow -Wstrict-prototyp
 LDLIBS    += $(PKG_LIBS) -lhttp_parser -lm -lpthread
 LDFLAGS   += $(SANFLAGS)
 
+# jrp-engine allocates and frees many small blocks per event (states, records, librdkafka's
+# messages); glibc's malloc took ~40% of its thread. It links jemalloc (Debian's libjemalloc2),
+# set up in services/engine/main.c; docs/engine.md has the numbers. Not in a sanitized build,
+# whose runtime brings its own allocator.
+ifeq ($(SANITIZE),)
+ENGINE_LIBS := -ljemalloc
+endif
+
 PROTOS    := $(wildcard proto/jrp/v1/*.proto)
 GEN_C     := $(patsubst proto/%.proto,$(GENDIR)/%.pb-c.c,$(PROTOS))
 GEN_H     := $(GEN_C:.c=.h)
@@ -111,7 +119,7 @@ $(LIBJRP): $(COMMON_OBJ) $(GEN_OBJ)
 define SERVICE_RULE
 $(BINDIR)/$(call binname,$(1)): $(patsubst %.c,$(OBJDIR)/%.o,$(wildcard services/$(1)/*.c)) $(LIBJRP)
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS) $$(if $$(filter engine,$(1)),$$(ENGINE_LIBS))
 endef
 $(foreach s,$(SERVICE_DIRS),$(eval $(call SERVICE_RULE,$(s))))
 

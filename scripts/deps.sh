@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config librdkafka-dev libhiredis-dev protobuf-c-compiler
-    libprotobuf-c-dev libuv1-dev libjansson-dev libhttp-parser-dev libcmocka-dev
+    libprotobuf-c-dev libuv1-dev libjansson-dev libhttp-parser-dev libcmocka-dev libjemalloc-dev
     redis-server redis-tools clang-format libcurl4-openssl-dev libssl-dev clang libclang-rt-14-dev
     python3 curl ca-certificates)
 command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
