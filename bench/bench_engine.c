@@ -3,8 +3,12 @@
  *   produce CONF N [RATE] [OFFSET]
  *                              N listing events on <prefix>events (RATE/s paced, 0 = flat out),
  *                              numbered from OFFSET (event ids b-<number>)
- *   passthrough CONF N K       consume N events, produce K records for each, with the engine's
- *                              transaction batching (the floor an engine cannot beat)
+ *   passthrough CONF N K [T]   consume N events, produce K records for each, with the engine's
+ *                              transaction batching (the floor an engine cannot beat); with T,
+ *                              record i of an event goes to <prefix>passthrough.<i mod T> rather
+ *                              than all to <prefix>passthrough, so a transaction touches T topics'
+ *                              partitions as the engine's do (its department topics, decisions,
+ *                              state)
  *   measure CONF TOPIC N FIELD [SKIP]
  *                              read N outputs of TOPIC and the events; print throughput from the
  *                              outputs' timestamps and event->output latency percentiles
@@ -118,11 +122,16 @@ static int produce(const config_t *cfg, long n, long rate, long offset)
 }
 
 /* Consume N events; for each, produce K records (the event itself) in batched transactions. */
-static int passthrough(const config_t *cfg, long n, int k)
+static int passthrough(const config_t *cfg, long n, int k, int fanout)
 {
     char err[512], in[256], out[256], group[128];
     config_topic(cfg, "events", in, sizeof(in));
     config_topic(cfg, "passthrough", out, sizeof(out));
+    char(*outs)[280] = calloc((size_t)(fanout > 0 ? fanout : 1), sizeof(*outs));
+    if (!outs)
+        return 1;
+    for (int t = 0; t < fanout; t++)
+        snprintf(outs[t], sizeof(outs[t]), "%s.%d", out, t);
     snprintf(group, sizeof(group), "bench-pass-%d", (int)getpid());
     rd_kafka_t *p = kafka_producer_create(cfg, group, 60000, err, sizeof(err));
     rd_kafka_t *c = kafka_consumer_create(cfg, group, NULL, 0, err, sizeof(err));
@@ -149,7 +158,8 @@ static int passthrough(const config_t *cfg, long n, int k)
                 open = 1;
             }
             for (int i = 0; i < k; i++)
-                while (kafka_produce(p, out, RD_KAFKA_PARTITION_UA, m->key, m->key_len, m->payload,
+                while (kafka_produce(p, fanout > 0 ? outs[i % fanout] : out, RD_KAFKA_PARTITION_UA,
+                                     m->key, m->key_len, m->payload,
                                      m->len, kafka_headers("jrp.v1.CreditEvent", NULL),
                                      NULL) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
                     rd_kafka_poll(p, 10);
@@ -172,6 +182,7 @@ static int passthrough(const config_t *cfg, long n, int k)
     rd_kafka_consumer_close(c);
     rd_kafka_destroy(c);
     rd_kafka_destroy(p);
+    free(outs);
     printf("passed=%ld\n", done);
     return 0;
 }
@@ -424,8 +435,9 @@ int main(int argc, char **argv)
     if (argc >= 4 && !strcmp(argv[1], "produce"))
         return produce(load(argv[2]), atol(argv[3]), argc > 4 ? atol(argv[4]) : 0,
                        argc > 5 ? atol(argv[5]) : 0);
-    if (argc == 5 && !strcmp(argv[1], "passthrough"))
-        return passthrough(load(argv[2]), atol(argv[3]), atoi(argv[4]));
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "passthrough"))
+        return passthrough(load(argv[2]), atol(argv[3]), atoi(argv[4]),
+                           argc == 6 ? atoi(argv[5]) : 0);
     if (argc >= 6 && !strcmp(argv[1], "measure"))
         return measure(load(argv[2]), argv[3], atol(argv[4]), argv[5],
                        argc > 6 ? atol(argv[6]) : 0);
