@@ -159,8 +159,8 @@ static int passthrough(const config_t *cfg, long n, int k, int fanout)
             }
             for (int i = 0; i < k; i++)
                 while (kafka_produce(p, fanout > 0 ? outs[i % fanout] : out, RD_KAFKA_PARTITION_UA,
-                                     m->key, m->key_len, m->payload,
-                                     m->len, kafka_headers("jrp.v1.CreditEvent", NULL),
+                                     m->key, m->key_len, m->payload, m->len,
+                                     kafka_headers("jrp.v1.CreditEvent", NULL),
                                      NULL) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
                     rd_kafka_poll(p, 10);
             in_batch++;
