@@ -153,10 +153,10 @@ static int store__exec(store_t *st, char *errstr, size_t errstr_size)
     return 0;
 }
 
-/* An error reply at i, as text; NULL if the reply is not an error. */
-static const char *store__reply_error(const store_t *st, size_t i)
+/* An error reply at i of p, as text; NULL if the reply is not an error. */
+static const char *store__reply_error(const redis_pipe_t *p, size_t i)
 {
-    const redisReply *r = redis_pipe_reply(st->pipe, i);
+    const redisReply *r = redis_pipe_reply(p, i);
     if (!r)
         return "no reply";
     return r->type == REDIS_REPLY_ERROR ? r->str : NULL;
@@ -222,7 +222,7 @@ int store_load_states_checked(store_t *st, size_t n, const char *const *subject_
         ready[i] = r->integer == 1;
     }
     for (size_t i = 0; i < n; i++) {
-        const char *e = store__reply_error(st, i);
+        const char *e = store__reply_error(st->pipe, i);
         const redisReply *r = redis_pipe_reply(st->pipe, i);
         if (e || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             snprintf(errstr, errstr_size, "redis: HMGET %s: %s", subject_keys[i],
@@ -269,7 +269,7 @@ int store_mark_ready(store_t *st, size_t nparts, const int32_t *partitions, char
     if (store__exec(st, errstr, errstr_size))
         return -1;
     for (size_t i = 0; i < nparts; i++) {
-        const char *e = store__reply_error(st, i);
+        const char *e = store__reply_error(st->pipe, i);
         if (e) {
             snprintf(errstr, errstr_size, "redis: SET ready: %s", e);
             return -1;
@@ -343,7 +343,7 @@ static int store__load_scripts(store_t *st, char *errstr, size_t errstr_size)
     if (store__exec(st, errstr, errstr_size))
         return -1;
     for (size_t i = 0; i < 2; i++) {
-        const char *e = store__reply_error(st, i);
+        const char *e = store__reply_error(st->pipe, i);
         if (e) {
             snprintf(errstr, errstr_size, "redis: SCRIPT LOAD: %s", e);
             return -1;
@@ -398,8 +398,7 @@ static int store__check_writes(const redis_pipe_t *p, int *noscript, char *errst
 {
     *noscript = 0;
     for (size_t i = 0; i < redis_pipe_count(p); i++) {
-        const redisReply *r = redis_pipe_reply(p, i);
-        const char *e = !r ? "no reply" : r->type == REDIS_REPLY_ERROR ? r->str : NULL;
+        const char *e = store__reply_error(p, i);
         if (e && !strncmp(e, "NOSCRIPT", 8)) {
             *noscript = 1;
         } else if (e) {
@@ -523,7 +522,7 @@ int store_set_due(store_t *st, int32_t partition, const char *subject_key, int64
     }
     if (store__exec(st, errstr, errstr_size))
         return -1;
-    const char *e = store__reply_error(st, 0);
+    const char *e = store__reply_error(st->pipe, 0);
     if (e) {
         snprintf(errstr, errstr_size, "redis: expiry index: %s", e);
         return -1;
@@ -538,7 +537,7 @@ static int store__simple(store_t *st, char *errstr, size_t errstr_size, const ch
     if (store__exec(st, errstr, errstr_size))
         return -1;
     for (size_t i = 0; i < redis_pipe_count(st->pipe); i++) {
-        const char *e = store__reply_error(st, i);
+        const char *e = store__reply_error(st->pipe, i);
         if (e) {
             snprintf(errstr, errstr_size, "redis: %s: %s", what, e);
             return -1;

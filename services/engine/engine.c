@@ -195,7 +195,6 @@ static int64_t engine__wall_ms(void)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-/* Record the time since t0 (uv_hrtime) in the stage's histogram. */
 /* Now, in ms of a monotonic clock. Not uv_now: that is the loop iteration's start, and a batch
  * is collected and committed within one iteration. */
 static uint64_t engine__mono_ms(void)
@@ -203,6 +202,7 @@ static uint64_t engine__mono_ms(void)
     return uv_hrtime() / 1000000;
 }
 
+/* Record the time since t0 (uv_hrtime) in the stage's histogram. */
 static void engine__observe_stage(engine_t *eng, int stage, uint64_t t0)
 {
     ops_histogram_observe(&eng->stats.stage_seconds[stage], (double)(uv_hrtime() - t0) / 1e9);
@@ -906,14 +906,19 @@ static int engine__produce_states(engine_t *eng)
 
 /* Read the replies of the last Redis writes (engine__write_redis does not wait for them). A
  * failed write leaves Redis behind, which recovery repairs. 0 or -1. */
+static int engine__redis_write_failed(engine_t *eng, const char *why)
+{
+    log_warn("Redis write after commit failed (recovery will repair it): %s", why);
+    eng->needs_recovery = 1;
+    return -1;
+}
+
 static int engine__settle_redis(engine_t *eng)
 {
     char err[512];
     if (store_settle(eng->store, err, sizeof(err)) == 0)
         return 0;
-    log_warn("Redis write after commit failed (recovery will repair it): %s", err);
-    eng->needs_recovery = 1;
-    return -1;
+    return engine__redis_write_failed(eng, err);
 }
 
 /* After a commit: send the new states to Redis. Redis runs them while the next batch is being
@@ -942,10 +947,8 @@ static void engine__write_redis(engine_t *eng)
                                  ref->state_offset, ref->packed,
                                  ref->packed_len,   rules_next_due(eng->rules, ref->entry->st)};
     }
-    if (store_send_states(eng->store, w, n, err, sizeof(err))) {
-        log_warn("Redis write after commit failed (recovery will repair it): %s", err);
-        eng->needs_recovery = 1;
-    }
+    if (store_send_states(eng->store, w, n, err, sizeof(err)))
+        (void)engine__redis_write_failed(eng, err);
     free(w);
 }
 
