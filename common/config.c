@@ -40,6 +40,8 @@ const config_def_t config_defs[] = {
      "most events in one transaction"},
     {"engine.batch_max_ms", CONFIG_INT, "100", 1, 60000, NULL,
      "longest a transaction stays open collecting events, in milliseconds"},
+    {"engine.pipeline", CONFIG_BOOL, "true", 0, 0, NULL,
+     "decide the next batch while the previous transaction commits"},
     {"engine.dedup_horizon_days", CONFIG_INT, "30", 1, 3650, NULL,
      "how long an event id is remembered to recognise a repeat"},
     {"engine.lapse_check_ms", CONFIG_INT, "1000", 100, 60000, NULL,

@@ -287,31 +287,20 @@ static int64_t kafka__now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-kafka_err_class_t kafka_txn_commit(rd_kafka_t *producer, rd_kafka_t *consumer, int timeout_ms,
-                                   char *errstr, size_t errstr_size)
+kafka_err_class_t kafka_txn_commit_offsets(rd_kafka_t *producer,
+                                           const rd_kafka_topic_partition_list_t *offsets,
+                                           const rd_kafka_consumer_group_metadata_t *cgmd,
+                                           int timeout_ms, char *errstr, size_t errstr_size)
 {
     int64_t deadline = kafka__now_ms() + timeout_ms;
     kafka_err_class_t c;
-    if (consumer) {
-        rd_kafka_topic_partition_list_t *offsets = NULL;
-        rd_kafka_resp_err_t err = rd_kafka_assignment(consumer, &offsets);
-        if (!err)
-            err = rd_kafka_position(consumer, offsets);
-        if (err) {
-            snprintf(errstr, errstr_size, "consumer position: %s", rd_kafka_err2str(err));
-            if (offsets)
-                rd_kafka_topic_partition_list_destroy(offsets);
-            return KAFKA_ERR_ABORT;
-        }
-        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(consumer);
+    if (offsets && cgmd) {
         do {
             int left = (int)(deadline - kafka__now_ms());
             c = kafka_error_classify(
                 rd_kafka_send_offsets_to_transaction(producer, offsets, cgmd, left > 0 ? left : 1),
                 errstr, errstr_size);
         } while (c == KAFKA_ERR_RETRIABLE && kafka__now_ms() < deadline);
-        rd_kafka_consumer_group_metadata_destroy(cgmd);
-        rd_kafka_topic_partition_list_destroy(offsets);
         if (c != KAFKA_ERR_OK)
             return c == KAFKA_ERR_RETRIABLE ? KAFKA_ERR_ABORT : c;
     }
@@ -321,6 +310,29 @@ kafka_err_class_t kafka_txn_commit(rd_kafka_t *producer, rd_kafka_t *consumer, i
                                  errstr_size);
     } while (c == KAFKA_ERR_RETRIABLE && kafka__now_ms() < deadline);
     return c == KAFKA_ERR_RETRIABLE ? KAFKA_ERR_ABORT : c;
+}
+
+kafka_err_class_t kafka_txn_commit(rd_kafka_t *producer, rd_kafka_t *consumer, int timeout_ms,
+                                   char *errstr, size_t errstr_size)
+{
+    if (!consumer)
+        return kafka_txn_commit_offsets(producer, NULL, NULL, timeout_ms, errstr, errstr_size);
+    rd_kafka_topic_partition_list_t *offsets = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_assignment(consumer, &offsets);
+    if (!err)
+        err = rd_kafka_position(consumer, offsets);
+    if (err) {
+        snprintf(errstr, errstr_size, "consumer position: %s", rd_kafka_err2str(err));
+        if (offsets)
+            rd_kafka_topic_partition_list_destroy(offsets);
+        return KAFKA_ERR_ABORT;
+    }
+    rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(consumer);
+    kafka_err_class_t c =
+        kafka_txn_commit_offsets(producer, offsets, cgmd, timeout_ms, errstr, errstr_size);
+    rd_kafka_consumer_group_metadata_destroy(cgmd);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    return c;
 }
 
 kafka_err_class_t kafka_txn_abort(rd_kafka_t *producer, int timeout_ms, char *errstr,

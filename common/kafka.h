@@ -111,6 +111,16 @@ kafka_err_class_t kafka_error_classify(rd_kafka_error_t *error, char *errstr, si
 kafka_err_class_t kafka_txn_commit(rd_kafka_t *producer, rd_kafka_t *consumer, int timeout_ms,
                                    char *errstr, size_t errstr_size);
 
+/*
+ * The same with explicit input offsets (the next offset to read per partition) and the group's
+ * metadata; both NULL commits without offsets. Safe to call from a thread other than the one
+ * producing, as long as nothing is produced meanwhile.
+ */
+kafka_err_class_t kafka_txn_commit_offsets(rd_kafka_t *producer,
+                                           const rd_kafka_topic_partition_list_t *offsets,
+                                           const rd_kafka_consumer_group_metadata_t *cgmd,
+                                           int timeout_ms, char *errstr, size_t errstr_size);
+
 /* Abort the open transaction; KAFKA_ERR_OK or KAFKA_ERR_FATAL. */
 kafka_err_class_t kafka_txn_abort(rd_kafka_t *producer, int timeout_ms, char *errstr,
                                   size_t errstr_size);

@@ -3,10 +3,13 @@
  * connection and one libuv loop. A batch is collected while the consumer queue has records
  * (natural batching: small batches at low rates, full ones under load), then decided in memory
  * and committed in one transaction with its input offsets; Redis is written after the commit.
+ * With engine.pipeline the commit runs on a second thread while the next batch is decided into
+ * the outbox; that batch reaches the producer only once the commit succeeded (docs/engine.md).
  */
 #include "engine.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,23 +104,6 @@ static cache_entry_t *cache_put(cache_t *c, const char *key, int32_t partition,
     return e;
 }
 
-static void cache_remove(cache_t *c, const char *key)
-{
-    cache_entry_t **pp = &c->buckets[cache__hash(key) % c->n_buckets];
-    for (; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->key, key))
-            continue;
-        cache_entry_t *e = *pp;
-        *pp = e->next;
-        free(e->key);
-        if (e->st)
-            rules_state_free(e->st);
-        free(e);
-        c->count--;
-        return;
-    }
-}
-
 /* --- the engine --------------------------------------------------------------------------------
  */
 
@@ -128,7 +114,22 @@ typedef struct subject_ref_s {
     int64_t state_offset; /* from the delivery report of its changelog record */
     uint8_t *packed;      /* the changelog record's bytes, kept for the Redis write */
     size_t packed_len;
+    int64_t next_due_ms; /* of the state as packed (a later batch may change the state) */
 } subject_ref_t;
+
+/* A record decided but not yet handed to the producer: a batch is decided into the outbox
+ * while the previous batch's transaction commits (engine__flush_outbox). */
+typedef struct outrec_s {
+    char *topic; /* owned; the key follows it in the same allocation */
+    char *key;
+    size_t key_len;
+    void *value;
+    size_t len;
+    int borrowed; /* value is not ours (a changelog record's bytes, a dead letter's payload) */
+    int32_t partition;
+    rd_kafka_headers_t *hdrs;
+    void *opaque;
+} outrec_t;
 
 /* One input record of the batch. */
 typedef struct item_s {
@@ -179,6 +180,27 @@ struct engine_s {
     size_t n_subjects, cap_subjects;
     int dr_failures;
     size_t dr_pending;
+    outrec_t *out;
+    size_t n_out, cap_out;
+
+    /* The batch whose transaction is committing (on the committer thread when pipelining). Its
+     * records and subjects stay here until the commit's outcome is known. */
+    struct {
+        int active, threaded;
+        pthread_t thread;
+        rd_kafka_topic_partition_list_t *offsets; /* NULL: a lapse transaction */
+        rd_kafka_consumer_group_metadata_t *cgmd;
+        kafka_err_class_t result;
+        char err[512];
+        uint64_t elapsed_ns;
+        item_t *items;
+        size_t n_items, cap_items;
+        subject_ref_t *subjects;
+        size_t n_subjects, cap_subjects;
+        size_t actions, dead, dups, lapses;
+        uint64_t started_ms;
+    } fl;
+    int pipeline;
 
     uint64_t next_lapse_ms, next_rules_ms, next_health_ms;
     int stopping;
@@ -227,7 +249,7 @@ static void engine__on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, voi
                  rd_kafka_err2str(m->err));
     }
     if (m->_private) { /* a changelog record: remember where it landed */
-        subject_ref_t *ref = &eng->subjects[(size_t)m->_private - 1];
+        subject_ref_t *ref = m->_private;
         ref->state_offset = m->err ? -1 : m->offset;
         if (eng->dr_pending)
             eng->dr_pending--;
@@ -457,20 +479,30 @@ done:
     return rc;
 }
 
+static void engine__drop_items(item_t *items, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) {
+        rd_kafka_message_destroy(items[i].m);
+        if (items[i].ev)
+            jrp__v1__credit_event__free_unpacked(items[i].ev, NULL);
+    }
+    *n = 0;
+}
+
 static void engine__drop_batch(engine_t *eng)
 {
-    for (size_t i = 0; i < eng->n_items; i++) {
-        rd_kafka_message_destroy(eng->items[i].m);
-        if (eng->items[i].ev)
-            jrp__v1__credit_event__free_unpacked(eng->items[i].ev, NULL);
-    }
-    eng->n_items = 0;
+    engine__drop_items(eng->items, &eng->n_items);
 }
+
+static int engine__commit_finish(engine_t *eng, int rewind);
 
 static void engine__on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                  rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     engine_t *eng = opaque;
+    /* A transaction still committing settles first (it holds this assignment's offsets); were
+     * it to fail, the group's committed offsets are where the next owner starts anyway. */
+    (void)engine__commit_finish(eng, 0);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         free(eng->owned);
         eng->owned = calloc((size_t)parts->cnt + 1, sizeof(int32_t));
@@ -498,40 +530,115 @@ static void engine__on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* --- producing ------------------------------------------------------------------------------- */
 
-/* Produce with retries while the local queue is full. 0 or -1 (the transaction must abort). */
+/* Add a record to the outbox: copies topic and key (NULL: a record without a key), takes hdrs
+ * (destroyed on failure), and takes value unless borrowed. 0 or -1 (out of memory: the batch must
+ * be dropped). */
+static int engine__outbox_add(engine_t *eng, const char *topic, int32_t partition, const char *key,
+                              size_t key_len, void *value, size_t len, int borrowed,
+                              rd_kafka_headers_t *hdrs, void *opaque)
+{
+    size_t tlen = strlen(topic);
+    char *strs = NULL;
+    if (eng->n_out == eng->cap_out) {
+        size_t cap = eng->cap_out ? eng->cap_out * 2 : 4096;
+        outrec_t *out = realloc(eng->out, cap * sizeof(*out));
+        if (!out)
+            goto fail;
+        eng->out = out;
+        eng->cap_out = cap;
+    }
+    strs = malloc(tlen + key_len + 2);
+    if (!strs)
+        goto fail;
+    memcpy(strs, topic, tlen + 1);
+    if (key_len)
+        memcpy(strs + tlen + 1, key, key_len);
+    strs[tlen + 1 + key_len] = '\0';
+    eng->out[eng->n_out++] = (outrec_t){.topic = strs,
+                                        .key = key ? strs + tlen + 1 : NULL,
+                                        .key_len = key_len,
+                                        .value = value,
+                                        .len = len,
+                                        .borrowed = borrowed,
+                                        .partition = partition,
+                                        .hdrs = hdrs,
+                                        .opaque = opaque};
+    return 0;
+fail:
+    if (!borrowed)
+        free(value);
+    if (hdrs)
+        rd_kafka_headers_destroy(hdrs);
+    return -1;
+}
+
+static void engine__outbox_drop(engine_t *eng)
+{
+    for (size_t i = 0; i < eng->n_out; i++) {
+        outrec_t *r = &eng->out[i];
+        if (!r->borrowed)
+            free(r->value);
+        if (r->hdrs)
+            rd_kafka_headers_destroy(r->hdrs);
+        free(r->topic);
+    }
+    eng->n_out = 0;
+}
+
+/* Hand the outbox to the producer, in order, inside the open transaction; waits while the local
+ * queue is full. Counts the changelog records whose delivery reports engine__write_redis needs.
+ * 0, or -1 (the transaction must abort; the outbox is emptied either way). */
+static int engine__flush_outbox(engine_t *eng)
+{
+    size_t i = 0;
+    int rc = 0;
+    eng->dr_pending = 0;
+    for (; i < eng->n_out; i++) {
+        outrec_t *r = &eng->out[i];
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__QUEUE_FULL;
+        for (int tries = 0; tries < 100 && err == RD_KAFKA_RESP_ERR__QUEUE_FULL; tries++) {
+            err = rd_kafka_producev(
+                eng->producer, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_PARTITION(r->partition),
+                RD_KAFKA_V_KEY(r->key, r->key_len), RD_KAFKA_V_VALUE(r->value, r->len),
+                RD_KAFKA_V_MSGFLAGS(r->borrowed ? RD_KAFKA_MSG_F_COPY : RD_KAFKA_MSG_F_FREE),
+                RD_KAFKA_V_HEADERS(r->hdrs), RD_KAFKA_V_OPAQUE(r->opaque), RD_KAFKA_V_END);
+            if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                rd_kafka_poll(eng->producer, 100);
+        }
+        if (err) {
+            log_warn("produce to %s: %s", r->topic, rd_kafka_err2str(err));
+            rc = -1;
+            break;
+        }
+        /* librdkafka owns the value (unless borrowed) and the headers now. */
+        r->value = NULL;
+        r->borrowed = 1;
+        r->hdrs = NULL;
+        if (r->opaque)
+            eng->dr_pending++;
+    }
+    engine__outbox_drop(eng);
+    return rc;
+}
+
 static int engine__produce(engine_t *eng, const char *topic, int32_t partition, const char *key,
-                           const void *value, size_t len, const char *schema,
+                           void *value, size_t len, int borrowed, const char *schema,
                            const char *traceparent, void *opaque)
 {
-    for (int tries = 0; tries < 100; tries++) {
-        rd_kafka_resp_err_t err =
-            kafka_produce(eng->producer, topic, partition, key, strlen(key), value, len,
-                          kafka_headers(schema, traceparent), opaque);
-        if (!err)
-            return 0;
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            log_warn("produce to %s: %s", topic, rd_kafka_err2str(err));
-            return -1;
-        }
-        rd_kafka_poll(eng->producer, 100);
-    }
-    return -1;
+    return engine__outbox_add(eng, topic, partition, key, strlen(key), value, len, borrowed,
+                              kafka_headers(schema, traceparent), opaque);
 }
 
 static int engine__produce_msg(engine_t *eng, const char *topic, int32_t partition, const char *key,
                                const ProtobufCMessage *msg, const char *schema,
                                const char *traceparent, void *opaque)
 {
-    uint8_t stackbuf[4096];
     size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = len <= sizeof(stackbuf) ? stackbuf : malloc(len);
+    uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
         return -1;
     protobuf_c_message_pack(msg, buf);
-    int rc = engine__produce(eng, topic, partition, key, buf, len, schema, traceparent, opaque);
-    if (buf != stackbuf)
-        free(buf);
-    return rc;
+    return engine__produce(eng, topic, partition, key, buf, len, 0, schema, traceparent, opaque);
 }
 
 static const char *engine__traceparent(const rd_kafka_message_t *m, char *buf, size_t size)
@@ -566,22 +673,11 @@ static int engine__produce_dead_letter(engine_t *eng, const item_t *it)
     rd_kafka_header_add(hdrs, "jrp-error-partition", -1, part, -1);
     rd_kafka_header_add(hdrs, "jrp-error-offset", -1, off, -1);
     rd_kafka_header_add(hdrs, "jrp-error-time", -1, now, -1);
-    for (int tries = 0; tries < 100; tries++) {
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            eng->producer, RD_KAFKA_V_TOPIC(eng->topic_dlq),
-            RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
-            RD_KAFKA_V_VALUE(m->payload, m->payload ? m->len : 0),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
-        if (!err)
-            return 0;
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            rd_kafka_headers_destroy(hdrs);
-            return -1;
-        }
-        rd_kafka_poll(eng->producer, 100);
-    }
-    rd_kafka_headers_destroy(hdrs);
-    return -1;
+    /* The record is kept unchanged: its bytes are copied when the outbox is flushed (the
+     * message lives until its batch is committed). */
+    return engine__outbox_add(eng, eng->topic_dlq, RD_KAFKA_PARTITION_UA, (const char *)m->key,
+                              m->key ? m->key_len : 0, m->payload, m->payload ? m->len : 0, 1, hdrs,
+                              NULL);
 }
 
 /* The Decision for one event (or lapse) and its result. */
@@ -739,7 +835,7 @@ static void engine__cache_evict(engine_t *eng)
         cache_entry_t **pp = &c->buckets[b];
         while (*pp) {
             cache_entry_t *e = *pp;
-            if (e->batch == eng->batch_seq) { /* the current batch uses it */
+            if (e->batch + 1 >= eng->batch_seq) { /* this batch or the committing one uses it */
                 pp = &e->next;
                 continue;
             }
@@ -873,18 +969,18 @@ done:
     return rc;
 }
 
-static void engine__free_packed(engine_t *eng)
+static void engine__free_packed(subject_ref_t *subjects, size_t n)
 {
-    for (size_t i = 0; i < eng->n_subjects; i++) {
-        free(eng->subjects[i].packed);
-        eng->subjects[i].packed = NULL;
+    for (size_t i = 0; i < n; i++) {
+        free(subjects[i].packed);
+        subjects[i].packed = NULL;
     }
 }
 
-/* Produce the changelog record of every dirty subject, explicitly to its partition. */
+/* The changelog record of every dirty subject, explicitly to its partition; its bytes are kept
+ * for the Redis write, its offset comes with its delivery report. */
 static int engine__produce_states(engine_t *eng)
 {
-    eng->dr_pending = 0;
     for (size_t i = 0; i < eng->n_subjects; i++) {
         subject_ref_t *ref = &eng->subjects[i];
         if (!ref->dirty)
@@ -894,11 +990,10 @@ static int engine__produce_states(engine_t *eng)
         if (!ref->packed)
             return -1;
         jrp__v1__subject_state__pack(ref->entry->st, ref->packed);
+        ref->next_due_ms = rules_next_due(eng->rules, ref->entry->st);
         ref->state_offset = -1;
-        eng->dr_pending++;
         if (engine__produce(eng, eng->topic_state, ref->entry->partition, ref->entry->key,
-                            ref->packed, ref->packed_len, "jrp.v1.SubjectState", NULL,
-                            (void *)(i + 1)))
+                            ref->packed, ref->packed_len, 1, "jrp.v1.SubjectState", NULL, ref))
             return -1;
     }
     return 0;
@@ -921,39 +1016,59 @@ static int engine__settle_redis(engine_t *eng)
     return engine__redis_write_failed(eng, err);
 }
 
-/* After a commit: send the new states to Redis. Redis runs them while the next batch is being
- * decided; their replies are read before the next use of Redis (engine__settle_redis). A
- * failure leaves Redis behind, which the next recovery repairs; it never loses anything. */
-static void engine__write_redis(engine_t *eng)
+/* After a commit: send the committed batch's new states to Redis. Redis runs them while the
+ * next batch is being decided; their replies are read before the next use of Redis
+ * (engine__settle_redis). A failure leaves Redis behind, which the next recovery repairs; it
+ * never loses anything. */
+static void engine__write_redis(engine_t *eng, const subject_ref_t *subjects, size_t n_subjects)
 {
     char err[512];
     for (int i = 0; i < 200 && eng->dr_pending; i++)
         rd_kafka_poll(eng->producer, 10);
-    store_write_t *w = calloc(eng->n_subjects + 1, sizeof(*w));
+    store_write_t *w = calloc(n_subjects + 1, sizeof(*w));
     size_t n = 0;
     if (!w) {
         eng->needs_recovery = 1;
         return;
     }
-    for (size_t i = 0; i < eng->n_subjects; i++) {
-        subject_ref_t *ref = &eng->subjects[i];
+    for (size_t i = 0; i < n_subjects; i++) {
+        const subject_ref_t *ref = &subjects[i];
         if (!ref->dirty)
             continue;
         if (ref->state_offset < 0) {
             eng->needs_recovery = 1; /* no offset known: let the changelog replay write it */
             continue;
         }
-        w[n++] = (store_write_t){ref->entry->key,   ref->entry->partition,
-                                 ref->state_offset, ref->packed,
-                                 ref->packed_len,   rules_next_due(eng->rules, ref->entry->st)};
+        w[n++] = (store_write_t){ref->entry->key, ref->entry->partition, ref->state_offset,
+                                 ref->packed,     ref->packed_len,       ref->next_due_ms};
     }
     if (store_send_states(eng->store, w, n, err, sizeof(err)))
         (void)engine__redis_write_failed(eng, err);
     free(w);
 }
 
-/* Abort the open transaction, rewind the consumer, and forget the states it touched. */
-static void engine__abort(engine_t *eng, const char *why)
+/* Forget what the failed transaction and the batch decided behind it did: their subjects'
+ * states were changed in place (all are reloaded from Redis, which has every committed state),
+ * their records and outbox are dropped, and the consumer goes back to the group's committed
+ * offsets (unless rewind is 0: inside a rebalance, where the assignment goes anyway). */
+static void engine__forget(engine_t *eng, int rewind)
+{
+    char err[512];
+    engine__free_packed(eng->fl.subjects, eng->fl.n_subjects);
+    engine__free_packed(eng->subjects, eng->n_subjects);
+    eng->fl.n_subjects = 0;
+    eng->n_subjects = 0;
+    cache_clear(&eng->cache);
+    engine__outbox_drop(eng);
+    engine__drop_items(eng->fl.items, &eng->fl.n_items);
+    engine__drop_batch(eng);
+    /* Without a rewind the batch would be skipped: stop and let the group redo it. */
+    if (rewind && eng->n_owned && kafka_rewind_to_committed(eng->consumer, 10000, err, sizeof(err)))
+        engine__fatal(eng, "rewind", err);
+}
+
+/* Abort the open transaction and forget it (engine__forget). */
+static void engine__abort(engine_t *eng, const char *why, int rewind)
 {
     char err[512];
     log_warn("aborting the transaction: %s", why);
@@ -962,40 +1077,116 @@ static void engine__abort(engine_t *eng, const char *why)
         engine__fatal(eng, "abort_transaction", err);
         return;
     }
-    for (size_t i = 0; i < eng->n_subjects; i++)
-        cache_remove(&eng->cache, eng->subjects[i].entry->key); /* mutated in place: reload */
-    eng->n_subjects = 0;
-    engine__drop_batch(eng);
-    if (eng->n_owned && kafka_rewind_to_committed(eng->consumer, 10000, err, sizeof(err))) {
-        /* Without a rewind the batch would be skipped: stop and let the group redo it. */
-        engine__fatal(eng, "rewind", err);
-    }
+    engine__forget(eng, rewind);
 }
 
-/* Commit; on success write Redis. Returns 0 committed, -1 aborted (or fatal). */
-static int engine__commit(engine_t *eng, rd_kafka_t *consumer)
+/* The committer: commit_transaction waits for every record's acknowledgement, serving the
+ * delivery reports (engine__on_delivery) on this thread. */
+static void *engine__committer(void *arg)
 {
-    char err[512];
+    engine_t *eng = arg;
     uint64_t t0 = uv_hrtime();
-    kafka_err_class_t c =
-        kafka_txn_commit(eng->producer, consumer, ENGINE_TXN_TIMEOUT_MS, err, sizeof(err));
-    engine__observe_stage(eng, ENGINE_STAGE_COMMIT, t0);
-    if (c == KAFKA_ERR_FATAL) {
-        engine__fatal(eng, "commit_transaction", err);
+    eng->fl.result =
+        kafka_txn_commit_offsets(eng->producer, eng->fl.offsets, eng->fl.cgmd,
+                                 ENGINE_TXN_TIMEOUT_MS, eng->fl.err, sizeof(eng->fl.err));
+    eng->fl.elapsed_ns = uv_hrtime() - t0;
+    return NULL;
+}
+
+#define ENGINE_SWAP(a, b)                                                                          \
+    do {                                                                                           \
+        __typeof__(a) swap_tmp_ = (a);                                                             \
+        (a) = (b);                                                                                 \
+        (b) = swap_tmp_;                                                                           \
+    } while (0)
+
+/*
+ * Commit the open transaction, with the batch's input offsets (the next offset to read of each
+ * partition it has records of) unless it is a lapse transaction. The batch moves to eng->fl
+ * until engine__commit_finish; with async (and engine.pipeline) the commit runs on the committer
+ * thread, so that the next batch is decided meanwhile, into the outbox, without producing.
+ */
+static void engine__commit_start(engine_t *eng, int with_offsets, int async, size_t actions,
+                                 size_t dead, size_t dups, size_t lapses)
+{
+    rd_kafka_topic_partition_list_t *offsets = NULL;
+    if (with_offsets) {
+        offsets = rd_kafka_topic_partition_list_new(eng->n_owned ? (int)eng->n_owned : 1);
+        for (size_t i = 0; i < eng->n_items; i++) {
+            const rd_kafka_message_t *m = eng->items[i].m;
+            const char *topic = rd_kafka_topic_name(m->rkt);
+            rd_kafka_topic_partition_t *p =
+                rd_kafka_topic_partition_list_find(offsets, topic, m->partition);
+            if (!p)
+                p = rd_kafka_topic_partition_list_add(offsets, topic, m->partition);
+            if (m->offset + 1 > p->offset)
+                p->offset = m->offset + 1;
+        }
+        eng->fl.cgmd = rd_kafka_consumer_group_metadata(eng->consumer);
+    }
+    eng->fl.offsets = offsets;
+    ENGINE_SWAP(eng->fl.items, eng->items);
+    ENGINE_SWAP(eng->fl.n_items, eng->n_items);
+    ENGINE_SWAP(eng->fl.cap_items, eng->cap_items);
+    ENGINE_SWAP(eng->fl.subjects, eng->subjects);
+    ENGINE_SWAP(eng->fl.n_subjects, eng->n_subjects);
+    ENGINE_SWAP(eng->fl.cap_subjects, eng->cap_subjects);
+    eng->fl.actions = actions;
+    eng->fl.dead = dead;
+    eng->fl.dups = dups;
+    eng->fl.lapses = lapses;
+    eng->fl.started_ms = eng->batch_started_ms;
+    eng->batch_started_ms = 0;
+    eng->fl.active = 1;
+    eng->fl.threaded = async && eng->pipeline &&
+                       pthread_create(&eng->fl.thread, NULL, engine__committer, eng) == 0;
+    if (!eng->fl.threaded)
+        engine__committer(eng);
+}
+
+/*
+ * Wait for the committing transaction's outcome. Committed: count it, write Redis, release the
+ * batch. Failed: abort, forgetting the batch decided behind it too. 0 when committed (or
+ * nothing was committing), -1 otherwise.
+ */
+static int engine__commit_finish(engine_t *eng, int rewind)
+{
+    if (!eng->fl.active)
+        return 0;
+    if (eng->fl.threaded)
+        pthread_join(eng->fl.thread, NULL);
+    eng->fl.active = 0;
+    ops_histogram_observe(&eng->stats.stage_seconds[ENGINE_STAGE_COMMIT],
+                          (double)eng->fl.elapsed_ns / 1e9);
+    if (eng->fl.offsets)
+        rd_kafka_topic_partition_list_destroy(eng->fl.offsets);
+    if (eng->fl.cgmd)
+        rd_kafka_consumer_group_metadata_destroy(eng->fl.cgmd);
+    eng->fl.offsets = NULL;
+    eng->fl.cgmd = NULL;
+    if (eng->fl.result == KAFKA_ERR_FATAL) {
+        engine__fatal(eng, "commit_transaction", eng->fl.err);
         return -1;
     }
-    if (c != KAFKA_ERR_OK) {
-        engine__abort(eng, err);
+    if (eng->fl.result != KAFKA_ERR_OK) {
+        engine__abort(eng, eng->fl.err, rewind);
         return -1;
     }
     eng->stats.batches++;
-    if (eng->batch_started_ms)
+    eng->stats.events += eng->fl.n_items;
+    eng->stats.actions += eng->fl.actions;
+    eng->stats.dead_letters += eng->fl.dead;
+    eng->stats.duplicates += eng->fl.dups;
+    eng->stats.lapses += eng->fl.lapses;
+    if (eng->fl.started_ms)
         ops_histogram_observe(&eng->stats.batch_seconds,
-                              (double)(engine__mono_ms() - eng->batch_started_ms) / 1000.0);
-    eng->batch_started_ms = 0;
-    t0 = uv_hrtime();
-    engine__write_redis(eng);
+                              (double)(engine__mono_ms() - eng->fl.started_ms) / 1000.0);
+    uint64_t t0 = uv_hrtime();
+    engine__write_redis(eng, eng->fl.subjects, eng->fl.n_subjects);
     engine__observe_stage(eng, ENGINE_STAGE_REDIS, t0);
+    engine__free_packed(eng->fl.subjects, eng->fl.n_subjects);
+    eng->fl.n_subjects = 0;
+    engine__drop_items(eng->fl.items, &eng->fl.n_items);
     return 0;
 }
 
@@ -1012,41 +1203,53 @@ static int engine__begin(engine_t *eng)
     return 0;
 }
 
-static void engine__process_batch(engine_t *eng)
+/* Add one polled record to the batch. 0, or -1 after a fatal error. */
+static int engine__take(engine_t *eng, rd_kafka_message_t *m)
 {
-    if (eng->n_items == 0 || eng->failed)
-        return;
-    if (!eng->rules || eng->needs_recovery) {
-        /* Not ready: give the records back and try again once ready. */
-        engine__drop_batch(eng);
-        engine__pause(eng, 1);
-        char err[512];
-        if (eng->n_owned && kafka_rewind_to_committed(eng->consumer, 10000, err, sizeof(err)))
-            engine__fatal(eng, "rewind", err);
-        return;
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            log_warn("consumer: %s", rd_kafka_message_errstr(m));
+        int fatal = m->err == RD_KAFKA_RESP_ERR__FATAL;
+        rd_kafka_message_destroy(m);
+        if (fatal)
+            engine__fatal(eng, "consumer", "fatal error");
+        return fatal ? -1 : 0;
     }
-    int64_t now = engine__wall_ms();
-    uint64_t t0 = uv_hrtime();
+    if (eng->n_items == eng->cap_items) {
+        size_t cap = eng->cap_items ? eng->cap_items * 2 : 1024;
+        item_t *items = realloc(eng->items, cap * sizeof(*items));
+        if (!items) {
+            rd_kafka_message_destroy(m);
+            engine__fatal(eng, "batch", "out of memory");
+            return -1;
+        }
+        eng->items = items;
+        eng->cap_items = cap;
+    }
+    if (eng->n_items == 0)
+        eng->batch_started_ms = engine__mono_ms();
+    eng->items[eng->n_items++] = (item_t){.m = m};
+    return 0;
+}
+
+/*
+ * Decide the collected batch into the outbox: no producer call, so the previous batch's
+ * transaction may be committing meanwhile. Subjects' states are changed in place. 0 decided,
+ * 1 not decided (Redis could not resolve the subjects), -1 failed (out of memory).
+ */
+static int engine__decide(engine_t *eng, int64_t now, size_t *actions, size_t *dead, size_t *dups)
+{
     char(*keys)[ENGINE_KEY_MAX] = calloc(eng->n_items, ENGINE_KEY_MAX);
-    if (!keys) {
-        engine__fatal(eng, "batch", "out of memory");
-        return;
-    }
+    if (!keys)
+        return -1;
     for (size_t i = 0; i < eng->n_items; i++)
         engine__decode(&eng->items[i], keys[i], ENGINE_KEY_MAX);
     if (engine__resolve_subjects(eng, keys)) {
-        eng->needs_recovery = 1;
         free(keys);
-        engine__process_batch(eng); /* gives the records back */
-        return;
-    }
-    if (engine__begin(eng)) {
-        free(keys);
-        return;
+        return 1;
     }
     rules_result_t res;
     rules_result_init(&res);
-    size_t actions = 0, dead = 0, dups = 0;
     int failed = 0;
     for (size_t i = 0; i < eng->n_items && !failed; i++) {
         item_t *it = &eng->items[i];
@@ -1064,7 +1267,7 @@ static void engine__process_batch(engine_t *eng)
             failed = engine__produce_dead_letter(eng, it) ||
                      engine__produce_decision(eng, key, eid, 0, NULL, &res, it->m->partition,
                                               it->m->offset, now, traceparent);
-            dead++;
+            (*dead)++;
             continue;
         }
         subject_ref_t *ref = &eng->subjects[it->subject];
@@ -1075,7 +1278,7 @@ static void engine__process_batch(engine_t *eng)
         }
         int changed = res.state_changed;
         if (res.outcome == JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_DUPLICATE)
-            dups++;
+            (*dups)++;
         else if (engine__escalate(eng, keys[i], ref->entry->st, now, &changed))
             failed = 1;
         failed =
@@ -1083,26 +1286,74 @@ static void engine__process_batch(engine_t *eng)
             engine__produce_decision(eng, keys[i], it->ev->event_id, it->ev->kind, it->ev->subject,
                                      &res, it->m->partition, it->m->offset, now, traceparent);
         ref->dirty |= changed;
-        actions += res.n_actions;
+        *actions += res.n_actions;
     }
     rules_result_clear(&res);
     free(keys);
-    if (failed || engine__produce_states(eng)) {
-        engine__free_packed(eng);
-        engine__abort(eng, "producing the batch failed");
-        return;
+    if (failed || engine__produce_states(eng))
+        return -1;
+    return 0;
+}
+
+/* Not ready (no rules, Redis behind): give the records back, forgetting any state they
+ * changed, and consume again once recovered. */
+static void engine__give_back(engine_t *eng)
+{
+    engine__forget(eng, 1);
+    engine__pause(eng, 1);
+}
+
+/*
+ * Decide and commit the collected batch. With engine.pipeline, once a batch's transaction is
+ * committing, the records already waiting are taken and decided behind it; their own
+ * transaction begins only after that commit succeeded, and a failed commit forgets them too.
+ * Returns when nothing is committing any more.
+ */
+static void engine__process_batch(engine_t *eng)
+{
+    while (eng->n_items && !eng->failed) {
+        if (!eng->rules || eng->needs_recovery) {
+            if (engine__commit_finish(eng, 1) == 0)
+                engine__give_back(eng);
+            break;
+        }
+        int64_t now = engine__wall_ms();
+        uint64_t t0 = uv_hrtime();
+        size_t actions = 0, dead = 0, dups = 0;
+        int rc = engine__decide(eng, now, &actions, &dead, &dups);
+        uint64_t decide_ns = uv_hrtime() - t0;
+        if (engine__commit_finish(eng, 1)) /* the batch behind it went with it */
+            break;
+        if (rc > 0 || eng->needs_recovery) {
+            eng->needs_recovery = 1;
+            engine__give_back(eng);
+            break;
+        }
+        if (rc < 0) {
+            log_warn("deciding the batch failed (out of memory): redoing it");
+            engine__forget(eng, 1);
+            break;
+        }
+        t0 = uv_hrtime();
+        if (engine__begin(eng))
+            break;
+        if (engine__flush_outbox(eng)) {
+            engine__abort(eng, "producing the batch failed", 1);
+            break;
+        }
+        ops_histogram_observe(&eng->stats.stage_seconds[ENGINE_STAGE_DECIDE],
+                              (double)(decide_ns + uv_hrtime() - t0) / 1e9);
+        engine__commit_start(eng, 1, 1, actions, dead, dups, 0);
+        if (!eng->fl.threaded || eng->stopping)
+            break;
+        /* Take what is waiting, without waiting for more. */
+        while (eng->n_items < eng->batch_max && !eng->failed) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(eng->consumer, 0);
+            if (!m || engine__take(eng, m))
+                break;
+        }
     }
-    size_t n_events = eng->n_items;
-    engine__observe_stage(eng, ENGINE_STAGE_DECIDE, t0);
-    if (engine__commit(eng, eng->consumer) == 0) {
-        eng->stats.events += n_events;
-        eng->stats.actions += actions;
-        eng->stats.dead_letters += dead;
-        eng->stats.duplicates += dups;
-        engine__drop_batch(eng);
-    }
-    engine__free_packed(eng);
-    eng->n_subjects = 0;
+    (void)engine__commit_finish(eng, 1);
 }
 
 /* --- lapses ------------------------------------------------------------------------------------
@@ -1186,16 +1437,13 @@ static void engine__process_due(engine_t *eng, int32_t partition)
             store_set_due(eng->store, partition, keys[i], rules_next_due(eng->rules, e->st), err,
                           sizeof(err));
     }
-    if (failed || engine__produce_states(eng)) {
-        engine__free_packed(eng);
-        engine__abort(eng, "producing lapses failed");
+    if (failed || engine__produce_states(eng) || engine__flush_outbox(eng)) {
+        engine__abort(eng, "producing lapses failed", 1);
         goto done;
     }
     /* Lapses consume no input: no offsets go with this transaction. */
-    if (engine__commit(eng, NULL) == 0)
-        eng->stats.lapses += lapses;
-    engine__free_packed(eng);
-    eng->n_subjects = 0;
+    engine__commit_start(eng, 0, 0, 0, 0, 0, lapses);
+    (void)engine__commit_finish(eng, 1);
 done:
     rules_result_clear(&res);
     if (loaded)
@@ -1220,31 +1468,8 @@ static void engine__on_consumer_ready(void *arg)
         rd_kafka_message_t *m = rd_kafka_consumer_poll(eng->consumer, 0);
         if (!m)
             break;
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_warn("consumer: %s", rd_kafka_message_errstr(m));
-            if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
-                rd_kafka_message_destroy(m);
-                engine__fatal(eng, "consumer", "fatal error");
-                return;
-            }
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (eng->n_items == eng->cap_items) {
-            size_t cap = eng->cap_items ? eng->cap_items * 2 : 1024;
-            item_t *items = realloc(eng->items, cap * sizeof(*items));
-            if (!items) {
-                rd_kafka_message_destroy(m);
-                engine__fatal(eng, "batch", "out of memory");
-                return;
-            }
-            eng->items = items;
-            eng->cap_items = cap;
-        }
-        if (eng->n_items == 0)
-            eng->batch_started_ms = engine__mono_ms();
-        eng->items[eng->n_items++] = (item_t){.m = m};
+        if (engine__take(eng, m))
+            return;
         if (eng->n_items >= eng->batch_max ||
             engine__mono_ms() - eng->batch_started_ms >= eng->batch_max_ms)
             engine__process_batch(eng);
@@ -1336,6 +1561,7 @@ engine_t *engine_create(uv_loop_t *loop, const config_t *cfg, char *errstr, size
     eng->cfg = cfg;
     eng->batch_max = (size_t)config_get_int(cfg, "engine.batch_max_events");
     eng->batch_max_ms = (uint64_t)config_get_int(cfg, "engine.batch_max_ms");
+    eng->pipeline = config_get_bool(cfg, "engine.pipeline");
     eng->cache_max = (size_t)config_get_int(cfg, "engine.state_cache_max");
     eng->opts.dedup_horizon_ms = config_get_int(cfg, "engine.dedup_horizon_days") * 86400000LL;
     eng->opts.dedup_max = 1000;
@@ -1444,9 +1670,9 @@ void engine_stop(engine_t *eng, void (*on_stopped)(void *arg), void *arg)
 {
     eng->on_stopped = on_stopped;
     eng->on_stopped_arg = arg;
+    eng->stopping = 1; /* engine__process_batch takes no more records */
     if (!eng->failed)
         engine__process_batch(eng); /* finish what was collected */
-    eng->stopping = 1;
     engine__drop_batch(eng);
     (void)engine__settle_redis(eng);
     log_info("stopping: %llu events in %llu transactions (%llu aborted), %llu actions, "
@@ -1482,6 +1708,17 @@ void engine_destroy(engine_t *eng)
         return;
     engine__drop_batch(eng);
     free(eng->items);
+    engine__drop_items(eng->fl.items, &eng->fl.n_items);
+    free(eng->fl.items);
+    engine__free_packed(eng->fl.subjects, eng->fl.n_subjects);
+    free(eng->fl.subjects);
+    engine__free_packed(eng->subjects, eng->n_subjects);
+    engine__outbox_drop(eng);
+    free(eng->out);
+    if (eng->fl.offsets)
+        rd_kafka_topic_partition_list_destroy(eng->fl.offsets);
+    if (eng->fl.cgmd)
+        rd_kafka_consumer_group_metadata_destroy(eng->fl.cgmd);
     if (eng->consumer_queue)
         rd_kafka_queue_destroy(eng->consumer_queue);
     if (eng->consumer)
