@@ -539,6 +539,13 @@ kafka_uv_t *kafka_uv_create(uv_loop_t *loop, rd_kafka_queue_t *queue, void (*on_
     return ku;
 }
 
+void kafka_uv_kick(kafka_uv_t *ku)
+{
+    if (ku && write(ku->fds[1], "1", 1) < 0) {
+        /* full: a wake-up is pending already */
+    }
+}
+
 static void kafka__uv_on_close(uv_handle_t *handle)
 {
     kafka_uv_t *ku = handle->data;

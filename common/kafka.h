@@ -151,6 +151,10 @@ int kafka_topics_ensure(rd_kafka_t *rk, const kafka_topic_spec_t *specs, size_t 
 typedef struct kafka_uv_s kafka_uv_t;
 kafka_uv_t *kafka_uv_create(uv_loop_t *loop, rd_kafka_queue_t *queue, void (*on_ready)(void *arg),
                             void *arg);
+/* Make on_ready run again on a next turn of the loop, after the timers and sockets due: for a
+ * callback that stopped with events still queued (librdkafka wakes the pipe only when the queue
+ * goes from empty to non-empty). */
+void kafka_uv_kick(kafka_uv_t *ku);
 /* Disable the queue's io events and close the handle; freed in its close callback. */
 void kafka_uv_destroy(kafka_uv_t *ku);
 

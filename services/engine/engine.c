@@ -28,6 +28,9 @@
 #include "store.h"
 
 #define ENGINE_CRON_MS 50
+/* Longest the engine works through a backlog before letting the loop serve its timers and the
+ * ops port (/healthz must answer while a backlog drains). */
+#define ENGINE_YIELD_MS 250
 #define ENGINE_KEY_MAX 160
 #define ENGINE_TXN_TIMEOUT_MS 30000
 #define ENGINE_LAPSE_BATCH 500
@@ -171,6 +174,8 @@ struct engine_s {
     item_t *items;
     size_t n_items, cap_items;
     uint64_t batch_started_ms; /* engine__mono_ms() */
+    uint64_t yield_at_ms;      /* engine__mono_ms(): give the loop a turn from then on */
+    int kicked;                /* the bridge will call engine__on_consumer_ready again */
     uint64_t batch_seq;
     size_t evict_cursor;
     size_t batch_max;
@@ -1344,7 +1349,7 @@ static void engine__process_batch(engine_t *eng)
         ops_histogram_observe(&eng->stats.stage_seconds[ENGINE_STAGE_DECIDE],
                               (double)(decide_ns + uv_hrtime() - t0) / 1e9);
         engine__commit_start(eng, 1, 1, actions, dead, dups, 0);
-        if (!eng->fl.threaded || eng->stopping)
+        if (!eng->fl.threaded || eng->stopping || engine__mono_ms() >= eng->yield_at_ms)
             break;
         /* Take what is waiting, without waiting for more. */
         while (eng->n_items < eng->batch_max && !eng->failed) {
@@ -1464,6 +1469,8 @@ static void engine__on_consumer_ready(void *arg)
     engine_t *eng = arg;
     if (eng->failed || eng->stopping)
         return;
+    eng->kicked = 0;
+    eng->yield_at_ms = engine__mono_ms() + ENGINE_YIELD_MS;
     for (;;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(eng->consumer, 0);
         if (!m)
@@ -1475,6 +1482,14 @@ static void engine__on_consumer_ready(void *arg)
             engine__process_batch(eng);
         if (eng->failed)
             return;
+        if (engine__mono_ms() >= eng->yield_at_ms) {
+            /* A backlog: decide what was taken, then let the loop serve its timers and the ops
+             * port before going on. */
+            engine__process_batch(eng);
+            kafka_uv_kick(eng->bridge);
+            eng->kicked = 1;
+            return;
+        }
     }
     /* The queue is empty: decide what we have now (natural batching). */
     engine__process_batch(eng);
@@ -1534,8 +1549,10 @@ static void engine__on_cron(uv_timer_t *t)
     } else if (eng->paused && !eng->needs_recovery && eng->subscribed) {
         engine__pause(eng, 0);
     }
-    /* Serve group events (rebalances) and records that are waiting. */
-    engine__on_consumer_ready(eng);
+    /* Serve group events (rebalances) and records that are waiting, unless a backlog's next
+     * turn is already due through the bridge (one turn of work per turn of the loop). */
+    if (!eng->kicked)
+        engine__on_consumer_ready(eng);
     if (eng->failed || eng->stopping)
         return;
     if (eng->rules && !eng->needs_recovery && now >= eng->next_lapse_ms) {
