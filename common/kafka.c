@@ -12,6 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
+static int64_t kafka__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int kafka__set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
                       size_t errstr_size)
 {
@@ -178,6 +185,27 @@ rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr
                                 errstr, errstr_size);
 }
 
+/* A partition just created may have no leader known yet: those answers are retried until the
+ * deadline. */
+static rd_kafka_resp_err_t kafka__watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                             int64_t *lo, int64_t *hi, int timeout_ms)
+{
+    int64_t deadline = kafka__now_ms() + timeout_ms;
+    for (;;) {
+        int left = (int)(deadline - kafka__now_ms());
+        rd_kafka_resp_err_t err =
+            rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, left > 0 ? left : 1);
+        int transient = err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+                        err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                        err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                        err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+        if (!transient || kafka__now_ms() + 100 >= deadline)
+            return err;
+        struct timespec pause = {0, 100 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+}
+
 int kafka_assign_explicit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, int timeout_ms,
                           char *errstr, size_t errstr_size)
 {
@@ -187,7 +215,7 @@ int kafka_assign_explicit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts
             continue;
         int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi, timeout_ms);
+            kafka__watermarks(rk, p->topic, p->partition, &lo, &hi, timeout_ms);
         if (err) {
             snprintf(errstr, errstr_size, "offsets of %s [%d]: %s", p->topic, (int)p->partition,
                      rd_kafka_err2str(err));
@@ -278,13 +306,6 @@ kafka_err_class_t kafka_error_classify(rd_kafka_error_t *error, char *errstr, si
         c = KAFKA_ERR_RETRIABLE;
     rd_kafka_error_destroy(error);
     return c;
-}
-
-static int64_t kafka__now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 kafka_err_class_t kafka_txn_commit_offsets(rd_kafka_t *producer,
