@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "jrp/v1/rules.pb-c.h"
 #include "workdays.h"
 
@@ -47,14 +48,10 @@ static report_row_t *report__row(report_t *r, const char *memo, const char *dept
         else
             hi = mid;
     }
-    if (r->n_rows == r->cap_rows) {
-        size_t ncap = r->cap_rows ? r->cap_rows * 2 : 16;
-        report_row_t *nr = realloc(r->rows, ncap * sizeof(*nr));
-        if (!nr)
-            return NULL;
-        r->rows = nr;
-        r->cap_rows = ncap;
-    }
+    report_row_t *nr = grow(r->rows, &r->cap_rows, r->n_rows, sizeof(*nr), 16);
+    if (!nr)
+        return NULL;
+    r->rows = nr;
     memmove(&r->rows[lo + 1], &r->rows[lo], (r->n_rows - lo) * sizeof(*r->rows));
     r->n_rows++;
     report_row_t *row = &r->rows[lo];
@@ -92,14 +89,10 @@ int report_add_disclosure(report_t *r, const char *dept, int confirmed, int64_t 
     while (i < r->n_discs && strcmp(r->discs[i].dept, dept) < 0)
         i++;
     if (i == r->n_discs || strcmp(r->discs[i].dept, dept)) {
-        if (r->n_discs == r->cap_discs) {
-            size_t ncap = r->cap_discs ? r->cap_discs * 2 : 8;
-            report_disc_t *nd = realloc(r->discs, ncap * sizeof(*nd));
-            if (!nd)
-                return -1;
-            r->discs = nd;
-            r->cap_discs = ncap;
-        }
+        report_disc_t *nd = grow(r->discs, &r->cap_discs, r->n_discs, sizeof(*nd), 8);
+        if (!nd)
+            return -1;
+        r->discs = nd;
         memmove(&r->discs[i + 1], &r->discs[i], (r->n_discs - i) * sizeof(*r->discs));
         r->n_discs++;
         memset(&r->discs[i], 0, sizeof(r->discs[i]));

@@ -29,6 +29,7 @@
 #include "codec.h"
 #include "ctl.h"
 #include "errlist.h"
+#include "grow.h"
 #include "hash.h"
 #include "ids.h"
 #include "jrp/v1/action.pb-c.h"
@@ -73,14 +74,10 @@ static char *rp_arena_alloc(rp_arena_t *a, size_t len)
 {
     if (len > a->left) {
         size_t size = len > RP_ARENA_BLOCK ? len : RP_ARENA_BLOCK;
-        if (a->n_blocks == a->cap_blocks) {
-            size_t cap = a->cap_blocks ? a->cap_blocks * 2 : 16;
-            char **b = realloc(a->blocks, cap * sizeof(*b));
-            if (!b)
-                return NULL;
-            a->blocks = b;
-            a->cap_blocks = cap;
-        }
+        char **b = grow(a->blocks, &a->cap_blocks, a->n_blocks, sizeof(*b), 16);
+        if (!b)
+            return NULL;
+        a->blocks = b;
         if (!(a->cur = malloc(size)))
             return NULL;
         a->blocks[a->n_blocks++] = a->cur;
@@ -398,14 +395,11 @@ static size_t rp_subject(rp_shard_t *sh, const char *key)
     size_t i = rp_map_get(&sh->by_key, rp_hash(key), key);
     if (i != SIZE_MAX)
         return i;
-    if (sh->n_subjects == sh->cap_subjects) {
-        size_t cap = sh->cap_subjects ? sh->cap_subjects * 2 : 1024;
-        rp_subject_t *s = realloc(sh->subjects, cap * sizeof(*s));
-        if (!s)
-            return SIZE_MAX;
-        sh->subjects = s;
-        sh->cap_subjects = cap;
-    }
+    rp_subject_t *grown =
+        grow(sh->subjects, &sh->cap_subjects, sh->n_subjects, sizeof(*grown), 1024);
+    if (!grown)
+        return SIZE_MAX;
+    sh->subjects = grown;
     rp_subject_t *s = &sh->subjects[sh->n_subjects];
     memset(s, 0, sizeof(*s));
     s->key = rp_arena_strdup(&sh->strings, key);
@@ -606,14 +600,11 @@ static int rp_on_decision(replay_t *rp, rp_shard_t *sh, const rd_kafka_message_t
         return 0;
     }
     int rc = -1;
-    if (sh->n_decisions == sh->cap_decisions) {
-        size_t cap = sh->cap_decisions ? sh->cap_decisions * 2 : 4096;
-        rp_decision_t *n = realloc(sh->decisions, cap * sizeof(*n));
-        if (!n)
-            goto done;
-        sh->decisions = n;
-        sh->cap_decisions = cap;
-    }
+    rp_decision_t *decisions =
+        grow(sh->decisions, &sh->cap_decisions, sh->n_decisions, sizeof(*decisions), 4096);
+    if (!decisions)
+        goto done;
+    sh->decisions = decisions;
     size_t si = rp_subject(sh, key);
     if (si == SIZE_MAX)
         goto done;
@@ -629,14 +620,10 @@ static int rp_on_decision(replay_t *rp, rp_shard_t *sh, const rd_kafka_message_t
     if (!x->event_id || !x->actions)
         goto done;
     rp_subject_t *s = &sh->subjects[si];
-    if (s->n_decisions == s->cap_decisions) {
-        size_t cap = s->cap_decisions ? s->cap_decisions * 2 : 4;
-        size_t *n = realloc(s->decisions, cap * sizeof(*n));
-        if (!n)
-            goto done;
-        s->decisions = n;
-        s->cap_decisions = cap;
-    }
+    size_t *indexes = grow(s->decisions, &s->cap_decisions, s->n_decisions, sizeof(*indexes), 4);
+    if (!indexes)
+        goto done;
+    s->decisions = indexes;
     s->decisions[s->n_decisions++] = sh->n_decisions;
     if (x->partition >= 0 &&
         rp_map_put(&sh->by_source, rp_pos(x->partition, x->offset), NULL, sh->n_decisions))

@@ -16,6 +16,7 @@
 #include <sys/time.h>
 
 #include "codec.h"
+#include "grow.h"
 #include "hash.h"
 #include "ids.h"
 #include "jrp/v1/alert.pb-c.h"
@@ -544,14 +545,10 @@ static int engine__outbox_add(engine_t *eng, const char *topic, int32_t partitio
 {
     size_t tlen = strlen(topic);
     char *strs = NULL;
-    if (eng->n_out == eng->cap_out) {
-        size_t cap = eng->cap_out ? eng->cap_out * 2 : 4096;
-        outrec_t *out = realloc(eng->out, cap * sizeof(*out));
-        if (!out)
-            goto fail;
-        eng->out = out;
-        eng->cap_out = cap;
-    }
+    outrec_t *out = grow(eng->out, &eng->cap_out, eng->n_out, sizeof(*out), 4096);
+    if (!out)
+        goto fail;
+    eng->out = out;
     strs = malloc(tlen + key_len + 2);
     if (!strs)
         goto fail;
@@ -813,14 +810,10 @@ static int engine__subject_index(engine_t *eng, cache_entry_t *entry, size_t *in
             *index = i;
             return 0;
         }
-    if (eng->n_subjects == eng->cap_subjects) {
-        size_t cap = eng->cap_subjects ? eng->cap_subjects * 2 : 256;
-        subject_ref_t *s = realloc(eng->subjects, cap * sizeof(*s));
-        if (!s)
-            return -1;
-        eng->subjects = s;
-        eng->cap_subjects = cap;
-    }
+    subject_ref_t *s = grow(eng->subjects, &eng->cap_subjects, eng->n_subjects, sizeof(*s), 256);
+    if (!s)
+        return -1;
+    eng->subjects = s;
     eng->subjects[eng->n_subjects] = (subject_ref_t){.entry = entry, .state_offset = -1};
     *index = eng->n_subjects++;
     return 0;
@@ -1004,8 +997,7 @@ static int engine__produce_states(engine_t *eng)
     return 0;
 }
 
-/* Read the replies of the last Redis writes (engine__write_redis does not wait for them). A
- * failed write leaves Redis behind, which recovery repairs. 0 or -1. */
+/* A Redis write after a commit failed: Redis is behind, and recovery repairs it. Returns -1. */
 static int engine__redis_write_failed(engine_t *eng, const char *why)
 {
     log_warn("Redis write after commit failed (recovery will repair it): %s", why);
@@ -1013,6 +1005,8 @@ static int engine__redis_write_failed(engine_t *eng, const char *why)
     return -1;
 }
 
+/* Read the replies of the last Redis writes (engine__write_redis does not wait for them). A
+ * failed write leaves Redis behind, which recovery repairs. 0 or -1. */
 static int engine__settle_redis(engine_t *eng)
 {
     char err[512];
@@ -1220,17 +1214,13 @@ static int engine__take(engine_t *eng, rd_kafka_message_t *m)
             engine__fatal(eng, "consumer", "fatal error");
         return fatal ? -1 : 0;
     }
-    if (eng->n_items == eng->cap_items) {
-        size_t cap = eng->cap_items ? eng->cap_items * 2 : 1024;
-        item_t *items = realloc(eng->items, cap * sizeof(*items));
-        if (!items) {
-            rd_kafka_message_destroy(m);
-            engine__fatal(eng, "batch", "out of memory");
-            return -1;
-        }
-        eng->items = items;
-        eng->cap_items = cap;
+    item_t *items = grow(eng->items, &eng->cap_items, eng->n_items, sizeof(*items), 1024);
+    if (!items) {
+        rd_kafka_message_destroy(m);
+        engine__fatal(eng, "batch", "out of memory");
+        return -1;
     }
+    eng->items = items;
     if (eng->n_items == 0)
         eng->batch_started_ms = engine__mono_ms();
     eng->items[eng->n_items++] = (item_t){.m = m};

@@ -459,8 +459,8 @@ static void test_ops_port_answers_during_a_backlog(void **state)
             busy_probes++;
             if (took > worst)
                 worst = took;
-            const char *c = strstr(body, "\njrp_engine_events_total ");
             if (p == 0) {
+                const char *c = strstr(body, "\njrp_engine_events_total ");
                 assert_non_null(c);
                 done = atoll(c + strlen("\njrp_engine_events_total "));
             }
