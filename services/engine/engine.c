@@ -1302,9 +1302,12 @@ static void engine__give_back(engine_t *eng)
  * Decide and commit the collected batch. With engine.pipeline, once a batch's transaction is
  * committing, the records already waiting are taken and decided behind it; their own
  * transaction begins only after that commit succeeded, and a failed commit forgets them too.
- * Returns when nothing is committing any more.
+ * Returns when nothing is committing any more, unless settle is 0: then the last transaction
+ * may still be committing on the committer thread (a backlog's turn ends, and the next turn
+ * goes on behind it); whatever uses the producer, the cache or Redis's states next calls
+ * engine__commit_finish first.
  */
-static void engine__process_batch(engine_t *eng)
+static void engine__process_batch(engine_t *eng, int settle)
 {
     while (eng->n_items && !eng->failed) {
         if (!eng->rules || eng->needs_recovery) {
@@ -1348,7 +1351,8 @@ static void engine__process_batch(engine_t *eng)
                 break;
         }
     }
-    (void)engine__commit_finish(eng, 1);
+    if (settle || eng->stopping || eng->failed || !eng->fl.threaded)
+        (void)engine__commit_finish(eng, 1);
 }
 
 /* --- lapses ------------------------------------------------------------------------------------
@@ -1361,7 +1365,7 @@ static void engine__process_due(engine_t *eng, int32_t partition)
     char **keys = NULL;
     size_t n = 0;
     int64_t now = engine__wall_ms();
-    if (engine__settle_redis(eng))
+    if (engine__commit_finish(eng, 1) || engine__settle_redis(eng))
         return;
     if (store_due(eng->store, partition, now, ENGINE_LAPSE_BATCH, &keys, &n, err, sizeof(err))) {
         log_warn("%s", err);
@@ -1469,20 +1473,20 @@ static void engine__on_consumer_ready(void *arg)
             return;
         if (eng->n_items >= eng->batch_max ||
             engine__mono_ms() - eng->batch_started_ms >= eng->batch_max_ms)
-            engine__process_batch(eng);
+            engine__process_batch(eng, 1);
         if (eng->failed)
             return;
         if (engine__mono_ms() >= eng->yield_at_ms) {
             /* A backlog: decide what was taken, then let the loop serve its timers and the ops
-             * port before going on. */
-            engine__process_batch(eng);
+             * port before going on, the last transaction committing meanwhile. */
+            engine__process_batch(eng, 0);
             kafka_uv_kick(eng->bridge);
             eng->kicked = 1;
             return;
         }
     }
     /* The queue is empty: decide what we have now (natural batching). */
-    engine__process_batch(eng);
+    engine__process_batch(eng, 1);
 }
 
 static void engine__subscribe(engine_t *eng)
@@ -1507,7 +1511,8 @@ static void engine__on_cron(uv_timer_t *t)
     char err[512];
     if (eng->failed || eng->stopping)
         return;
-    rd_kafka_poll(eng->producer, 0);
+    if (!eng->fl.active) /* else the committer thread serves the producer's events */
+        rd_kafka_poll(eng->producer, 0);
     (void)engine__settle_redis(eng);
     /* Redis: reconnect, notice a loss, replay the changelog, then let records flow again. */
     if (!store_redis(eng->store) && store_reconnect(eng->store, err, sizeof(err))) {
@@ -1529,7 +1534,7 @@ static void engine__on_cron(uv_timer_t *t)
             eng->needs_recovery = 1;
     }
     if (eng->needs_recovery && eng->n_items == 0) {
-        if (engine__recover(eng) == 0) {
+        if (engine__commit_finish(eng, 1) == 0 && engine__recover(eng) == 0) {
             eng->needs_recovery = 0;
             if (eng->paused)
                 engine__pause(eng, 0);
@@ -1679,7 +1684,9 @@ void engine_stop(engine_t *eng, void (*on_stopped)(void *arg), void *arg)
     eng->on_stopped_arg = arg;
     eng->stopping = 1; /* engine__process_batch takes no more records */
     if (!eng->failed)
-        engine__process_batch(eng); /* finish what was collected */
+        engine__process_batch(eng, 1); /* finish what was collected */
+    else
+        (void)engine__commit_finish(eng, 0); /* a commit may still be running: its outcome */
     engine__drop_batch(eng);
     (void)engine__settle_redis(eng);
     log_info("stopping: %llu events in %llu transactions (%llu aborted), %llu actions, "
