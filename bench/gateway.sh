@@ -73,6 +73,7 @@ engine.group = $P
 gateway.listen = 127.0.0.1:$PORT
 engine.listen = 127.0.0.1:0
 log.level = warn
+${BENCH_GW_CONF:-}
 EOF
 
 # --- rules, a token, one subject with measures --------------------------------------------------

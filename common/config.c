@@ -78,7 +78,7 @@ const config_def_t config_defs[] = {
      "API requests waiting for Kafka or Redis at most (429 above)"},
     {"gateway.token_cache_ms", CONFIG_INT, "2000", 0, 60000, NULL,
      "how long a token lookup is cached (0 = never); a revocation takes effect within this time"},
-    {"gateway.linger_ms", CONFIG_INT, "1", 0, 1000, NULL,
+    {"gateway.linger_ms", CONFIG_DECIMAL, "0.1", 0, 1000, NULL,
      "the producer's linger.ms (kafka.linger.ms overrides): answers wait for the broker's ack"},
     {"gateway.check_record", CONFIG_ENUM, "acked", 0, 0, "acked|queued",
      "a credit check is answered once its record is acked (or queued: see docs/gateway.md)"},
@@ -187,6 +187,25 @@ static int config__parse_int(const char *s, long long *out)
     return 0;
 }
 
+/* Digits with at most one '.', an optional leading '-': no exponent, hex, inf or nan. */
+static int config__parse_decimal(const char *s, double *out)
+{
+    const char *p = s + (*s == '-');
+    int digits = 0, dots = 0;
+    for (; *p; p++) {
+        if (*p == '.')
+            dots++;
+        else if (*p >= '0' && *p <= '9')
+            digits++;
+        else
+            return -1;
+    }
+    if (!digits || dots > 1)
+        return -1;
+    *out = strtod(s, NULL);
+    return 0;
+}
+
 static int config__parse_bool(const char *s)
 {
     static const char *yes[] = {"true", "yes", "on", "1"};
@@ -253,6 +272,18 @@ static int config__check(const config_def_t *def, const char *value, char *why, 
             return -1;
         }
         return 0;
+    case CONFIG_DECIMAL: {
+        double d;
+        if (config__parse_decimal(value, &d)) {
+            snprintf(why, why_size, "\"%s\" is not a decimal number", value);
+            return -1;
+        }
+        if (d < (double)def->min || d > (double)def->max) {
+            snprintf(why, why_size, "%s is outside %lld..%lld", value, def->min, def->max);
+            return -1;
+        }
+        return 0;
+    }
     case CONFIG_BOOL:
         if (config__parse_bool(value) < 0) {
             snprintf(why, why_size, "\"%s\" is not true or false", value);
@@ -547,6 +578,15 @@ long long config_get_int(const config_t *cfg, const char *key)
     const char *v = config_get(cfg, key);
     long long out = 0;
     if (v && config__parse_int(v, &out))
+        out = 0;
+    return out;
+}
+
+double config_get_decimal(const config_t *cfg, const char *key)
+{
+    const char *v = config_get(cfg, key);
+    double out = 0;
+    if (v && config__parse_decimal(v, &out))
         out = 0;
     return out;
 }

@@ -18,6 +18,7 @@ typedef enum {
     CONFIG_HOSTPORT, /* host:port, port 1..65535 (port 0 = any free port) */
     CONFIG_ENUM,     /* one of the '|'-separated words in `choices` */
     CONFIG_SECRET,   /* a string never printed whole */
+    CONFIG_DECIMAL,  /* a decimal number (1, 0.25), within [min, max] */
 } config_type_t;
 
 typedef struct config_def_s {
@@ -67,6 +68,7 @@ int config_from_args(config_t *cfg, int *argc, char **argv, char **envp, char *e
 /* The effective value (set or default), or NULL when unset with no default. */
 const char *config_get(const config_t *cfg, const char *key);
 long long config_get_int(const config_t *cfg, const char *key);
+double config_get_decimal(const config_t *cfg, const char *key);
 int config_get_bool(const config_t *cfg, const char *key);
 /* Split a CONFIG_HOSTPORT value; 0 or -1. */
 int config_get_hostport(const config_t *cfg, const char *key, char *host, size_t host_size,

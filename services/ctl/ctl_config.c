@@ -19,6 +19,9 @@ static const char *ctl_config_type(const config_def_t *d, char *buf, size_t size
     case CONFIG_INT:
         snprintf(buf, size, "integer %lld..%lld", d->min, d->max);
         break;
+    case CONFIG_DECIMAL:
+        snprintf(buf, size, "decimal %lld..%lld", d->min, d->max);
+        break;
     case CONFIG_BOOL:
         snprintf(buf, size, "boolean");
         break;

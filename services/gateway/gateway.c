@@ -1785,7 +1785,7 @@ static void gw_on_cron(uv_timer_t *t)
 static rd_kafka_t *gw_producer(gateway_t *gw, char *errstr, size_t errstr_size)
 {
     char linger[32], timeout[32];
-    snprintf(linger, sizeof(linger), "%lld", config_get_int(gw->cfg, "gateway.linger_ms"));
+    snprintf(linger, sizeof(linger), "%g", config_get_decimal(gw->cfg, "gateway.linger_ms"));
     snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)gw->request_timeout_ms);
     const char *const extra[] = {"linger.ms", linger, "message.timeout.ms", timeout, NULL};
     rd_kafka_conf_t *conf = kafka_producer_conf(gw->cfg, extra, NULL, 0, errstr, errstr_size);

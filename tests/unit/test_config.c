@@ -36,6 +36,7 @@ static void test_defaults(void **state)
     assert_null(config_get(cfg, "no.such.key"));
     assert_null(config_get(cfg, "dispatch.transport.url"));
     assert_int_equal(config_get_int(cfg, "dispatch.transport.timeout_ms"), 10000);
+    assert_true(config_get_decimal(cfg, "gateway.linger_ms") == 0.1);
     char buf[64];
     assert_string_equal(config_topic(cfg, "events", buf, sizeof(buf)), "credit.events");
     config_destroy(cfg);
@@ -49,12 +50,14 @@ static void test_file_ok(void **state)
     const char *p = write_tmp("# comment\n\n kafka.bootstrap.servers = 127.0.0.1:1234 \n"
                               "topic.prefix=t1.\nengine.batch_max_events = 50\n"
                               "gateway.listen = 127.0.0.1:0\nlog.format = json\n"
-                              "kafka.linger.ms = 5\ndispatch.transport.url = https://x/y\n");
+                              "kafka.linger.ms = 5\ndispatch.transport.url = https://x/y\n"
+                              "gateway.linger_ms = 2.5\n");
     assert_int_equal(config_load_file(cfg, p, err, sizeof(err)), 0);
     assert_string_equal(config_get(cfg, "kafka.bootstrap.servers"), "127.0.0.1:1234");
     assert_string_equal(config_get(cfg, "topic.prefix"), "t1.");
     assert_int_equal(config_get_int(cfg, "engine.batch_max_events"), 50);
     assert_string_equal(config_get(cfg, "dispatch.transport.url"), "https://x/y");
+    assert_true(config_get_decimal(cfg, "gateway.linger_ms") == 2.5);
     char host[64];
     int port = -1;
     assert_int_equal(config_get_hostport(cfg, "gateway.listen", host, sizeof(host), &port), 0);
@@ -84,6 +87,12 @@ static void test_file_errors(void **state)
         {"engine.batch_max_events = 0\n", ":1:", "outside 1..100000"},
         {"engine.batch_max_events = ten\n", ":1:", "not a whole number"},
         {"log.format = xml\n", ":1:", "not one of plain|json"},
+        {"gateway.linger_ms = 0.1ms\n", ":1:", "\"0.1ms\" is not a decimal number"},
+        {"gateway.linger_ms = 1e2\n", ":1:", "not a decimal number"},
+        {"gateway.linger_ms = .\n", ":1:", "not a decimal number"},
+        {"gateway.linger_ms = 1.2.3\n", ":1:", "not a decimal number"},
+        {"gateway.linger_ms = -0.5\n", ":1:", "-0.5 is outside 0..1000"},
+        {"gateway.linger_ms = 1000.5\n", ":1:", "outside 0..1000"},
         {"gateway.listen = localhost\n", ":1:", "not host:port"},
         {"gateway.listen = h:70000\n", ":1:", "not host:port"},
         {"\n\njust words\n", ":3:", "expected \"key = value\""},
