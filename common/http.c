@@ -624,9 +624,39 @@ static void on_write(uv_write_t *wr, int status)
     }
 }
 
-/* Write bufs; data (may be NULL) is freed when the write completes or fails. */
-static int conn_write(http_conn_t *c, const uv_buf_t *bufs, unsigned int nbufs, char *data)
+/*
+ * Write bufs; data (may be NULL) is freed when the write completes or fails. With nothing else
+ * queued, the socket is tried at once (uv_try_write): a response it takes whole needs no write
+ * request, and libuv's completion of one re-arms the connection's poll watcher (an epoll_ctl
+ * per response). What it does not take, or an error, goes the queued way, where an error closes
+ * the connection as usual.
+ */
+static int conn_write(http_conn_t *c, const uv_buf_t *in, unsigned int nbufs, char *data)
 {
+    uv_buf_t bufs[4];
+    if (nbufs > sizeof bufs / sizeof bufs[0])
+        return -1;
+    memcpy(bufs, in, nbufs * sizeof bufs[0]);
+    if (c->writes_pending == 0) {
+        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+        unsigned int i = 0;
+        for (size_t left = n > 0 ? (size_t)n : 0; left && i < nbufs;) {
+            size_t take = left < bufs[i].len ? left : bufs[i].len;
+            bufs[i].base += take;
+            bufs[i].len -= take;
+            left -= take;
+            if (bufs[i].len == 0)
+                i++;
+        }
+        while (i < nbufs && bufs[i].len == 0)
+            i++;
+        if (i == nbufs) {
+            free(data);
+            return 0;
+        }
+        memmove(bufs, bufs + i, (nbufs - i) * sizeof bufs[0]);
+        nbufs -= i;
+    }
     http_write_t *w = malloc(sizeof *w);
     if (!w) {
         free(data);
