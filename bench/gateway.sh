@@ -9,6 +9,7 @@
 # Starts its own gateway (and, to seed the subject's state, the engine) against the local Kafka and
 # Redis of `make up` (started here if they are not running), in a private namespace it deletes at
 # the end. Usage: bench/gateway.sh [BUILD_DIR]   (default build: make -j2 bins first)
+# BENCH_GW_CONF="key = value" adds configuration lines (e.g. "gateway.linger_ms = 1") to compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROG=bench-gateway
