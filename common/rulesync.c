@@ -269,6 +269,7 @@ int rulesync_ensure_topics(const config_t *cfg, const char *const *departments, 
         return -1;
     int rc = -1;
     int parts = (int)config_get_int(cfg, "topic.partitions");
+    int action_parts = (int)config_get_int(cfg, "topic.action_partitions");
     int rf = (int)config_get_int(cfg, "topic.replication_factor");
     char names[16][256];
     char(*actions)[256] = calloc(n + 1, sizeof(*actions));
@@ -324,7 +325,8 @@ int rulesync_ensure_topics(const config_t *cfg, const char *const *departments, 
         char suffix[128];
         snprintf(suffix, sizeof(suffix), "actions.%s", departments[i]);
         config_topic(cfg, suffix, actions[i], sizeof(actions[i]));
-        specs[ns++] = (kafka_topic_spec_t){actions[i], ev_parts, rf, NULL};
+        specs[ns++] =
+            (kafka_topic_spec_t){actions[i], action_parts ? action_parts : ev_parts, rf, NULL};
     }
     if (kafka_topics_ensure(rk, specs, ns, RULESYNC_TIMEOUT_MS, errstr, errstr_size))
         goto done;

@@ -1,8 +1,9 @@
 /*
- * jrpctl topics ensure: create every topic jrp uses, with topic.partitions and
- * topic.replication_factor, through librdkafka's admin API (rulesync_ensure_topics, the same
- * code the engine and `rules load` run), and say which ones it created and which already
- * existed. Departments come from the active rule set on credit.rules and from --department.
+ * jrpctl topics ensure: create every topic jrp uses, with topic.partitions (department
+ * action topics: topic.action_partitions) and topic.replication_factor, through librdkafka's admin
+ * API (rulesync_ensure_topics, the same code the engine and `rules load` run), and say which ones
+ * it created and which already existed. Departments come from the active rule set on credit.rules
+ * and from --department.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,8 @@ static int ctl_topics_usage(FILE *out, int rc)
                  "  state                     compacted, as many partitions as events\n"
                  "  rules, tokens             compacted, 1 partition\n"
                  "  actions.<department>      for each department of the active rule set\n"
-                 "                            (on <topic.prefix>rules) and each --department D\n"
+                 "                            (on <topic.prefix>rules) and each --department D;\n"
+                 "                            topic.action_partitions each (0: as events)\n"
                  "with topic.replication_factor (-1: the broker's default). Existing topics are\n"
                  "left as they are. Prints each topic as created or existing.\n");
     return rc;

@@ -554,7 +554,9 @@ static void test_topics_ensure_twice(void **state)
     char line[512], topic[256];
     for (size_t i = 0; i < 10; i++) {
         config_topic(h->cfg, suffixes[i], topic, sizeof(topic));
-        int single = !strcmp(suffixes[i], "rules") || !strcmp(suffixes[i], "tokens");
+        /* rules and tokens: 1; actions: topic.action_partitions, 1 by default */
+        int single = !strcmp(suffixes[i], "rules") || !strcmp(suffixes[i], "tokens") ||
+                     !strncmp(suffixes[i], "actions.", 8);
         snprintf(line, sizeof(line), "created  %s (%d partitions)", topic, single ? 1 : 3);
         expect_in(out, line);
     }
@@ -570,12 +572,21 @@ static void test_topics_ensure_twice(void **state)
     ctl_expect(h, 0, out, "topics ensure");
     expect_in(out, "rule set version 1");
     config_topic(h->cfg, "actions.transport", topic, sizeof(topic));
-    snprintf(line, sizeof(line), "%s (3 partitions)", topic);
+    snprintf(line, sizeof(line), "%s (1 partitions)", topic);
     expect_in(out, line);
     ctl_expect(h, 0, out, "topics ensure");
     assert_int_equal(count_of(out, "created  "), 0);
     expect_in(out, line);
     expect_in(out, "\n0 created, ");
+    /* topic.action_partitions = 0: as many as credit.events. */
+    ctl_expect(h, 0, out, "topics ensure --department tax_y -o topic.action_partitions=0");
+    config_topic(h->cfg, "actions.tax_y", topic, sizeof(topic));
+    snprintf(line, sizeof(line), "created  %s (3 partitions)", topic);
+    expect_in(out, line);
+    ctl_expect(h, 0, out, "topics ensure --department tax_z -o topic.action_partitions=2");
+    config_topic(h->cfg, "actions.tax_z", topic, sizeof(topic));
+    snprintf(line, sizeof(line), "created  %s (2 partitions)", topic);
+    expect_in(out, line);
     harness_destroy(h);
     free(out);
 }

@@ -667,7 +667,9 @@ static void test_rebalance_between_two_instances(void **state)
              "dispatch.transport.url = http://127.0.0.1:%d/hook\n"
              "dispatch.transport.secret = %s\ndispatch.transport.timeout_ms = %d\n"
              "dispatch.transport.concurrency = 4\ndispatch.retry_base_ms = 50\n"
-             "dispatch.retry_cap_ms = 400\ndispatch.commit_interval_ms = 200\n",
+             "dispatch.retry_cap_ms = 400\ndispatch.commit_interval_ms = 200\n"
+             /* partitions to share: as many as the events topic's, not the default one */
+             "topic.action_partitions = 0\n",
              grp, r->port, SECRET, TIMEOUT_MS);
     harness_t *h = harness_create("dispatch-rb", extra);
     char topic[256];
