@@ -639,17 +639,14 @@ static int conn_write(http_conn_t *c, const uv_buf_t *in, unsigned int nbufs, ch
     memcpy(bufs, in, nbufs * sizeof bufs[0]);
     if (c->writes_pending == 0) {
         int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+        size_t left = n > 0 ? (size_t)n : 0;
         unsigned int i = 0;
-        for (size_t left = n > 0 ? (size_t)n : 0; left && i < nbufs;) {
-            size_t take = left < bufs[i].len ? left : bufs[i].len;
-            bufs[i].base += take;
-            bufs[i].len -= take;
-            left -= take;
-            if (bufs[i].len == 0)
-                i++;
+        for (; i < nbufs && left >= bufs[i].len; i++) /* the buffers written whole */
+            left -= bufs[i].len;
+        if (i < nbufs) { /* and what was written of the next one */
+            bufs[i].base += left;
+            bufs[i].len -= left;
         }
-        while (i < nbufs && bufs[i].len == 0)
-            i++;
         if (i == nbufs) {
             free(data);
             return 0;

@@ -1351,7 +1351,7 @@ static void engine__process_batch(engine_t *eng, int settle)
                 break;
         }
     }
-    if (settle || eng->stopping || eng->failed || !eng->fl.threaded)
+    if (settle || eng->failed || !eng->fl.threaded)
         (void)engine__commit_finish(eng, 1);
 }
 
