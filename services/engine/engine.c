@@ -163,6 +163,8 @@ struct engine_s {
     char topic_events[256], topic_state[256], topic_decisions[256], topic_alerts[256];
     char topic_dlq[256], actions_prefix[256];
     char instance[128];
+    rd_kafka_topic_t **topics; /* a handle on every topic the producer writes (warm_topics) */
+    size_t n_topics;
 
     /* The partitions of credit.events this engine owns. */
     int32_t *owned;
@@ -265,6 +267,56 @@ static void engine__on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, voi
 /* --- rules --------------------------------------------------------------------------------------
  */
 
+static void engine__drop_topics(engine_t *eng)
+{
+    for (size_t i = 0; i < eng->n_topics; i++)
+        rd_kafka_topic_destroy(eng->topics[i]);
+    free(eng->topics);
+    eng->topics = NULL;
+    eng->n_topics = 0;
+}
+
+/*
+ * Make the producer know every topic it will write before it writes there. librdkafka 2.0.2
+ * asks the broker about a topic first produced to only at its next once-a-second topic scan,
+ * so the first batch with an action for a department waited up to a second (and the batches
+ * behind it with it): a start-up or a new rule set showed as a spike of seconds in the
+ * latency (docs/engine.md). A handle per topic, kept, and one metadata request for them all.
+ * Not fatal: without it the first records only wait.
+ */
+static void engine__warm_topics(engine_t *eng, const char *const *depts, size_t n)
+{
+    if (!eng->producer)
+        return;
+    const char *fixed[] = {eng->topic_events, eng->topic_state, eng->topic_decisions,
+                           eng->topic_alerts, eng->topic_dlq};
+    size_t n_fixed = sizeof(fixed) / sizeof(fixed[0]);
+    rd_kafka_topic_t **topics = calloc(n_fixed + n, sizeof(*topics));
+    if (!topics)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < n_fixed + n; i++) {
+        char name[512];
+        if (i < n_fixed)
+            snprintf(name, sizeof(name), "%s", fixed[i]);
+        else
+            snprintf(name, sizeof(name), "%s%s", eng->actions_prefix, depts[i - n_fixed]);
+        rd_kafka_topic_t *t = rd_kafka_topic_new(eng->producer, name, NULL);
+        if (t)
+            topics[k++] = t;
+    }
+    engine__drop_topics(eng); /* the handles just taken keep the topics known */
+    eng->topics = topics;
+    eng->n_topics = k;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(eng->producer, 0, NULL, &md, 5000);
+    if (err)
+        log_warn("metadata of the topics the engine writes: %s (the first records wait for it)",
+                 rd_kafka_err2str(err));
+    else
+        rd_kafka_metadata_destroy(md);
+}
+
 static int engine__ensure_topics(engine_t *eng, const Jrp__V1__RuleSet *rs, char *errstr,
                                  size_t errstr_size)
 {
@@ -275,6 +327,8 @@ static int engine__ensure_topics(engine_t *eng, const Jrp__V1__RuleSet *rs, char
         return -1;
     }
     int rc = rulesync_ensure_topics(eng->cfg, depts, n, NULL, errstr, errstr_size);
+    if (rc == 0)
+        engine__warm_topics(eng, depts, n);
     free(depts);
     return rc;
 }
@@ -386,7 +440,7 @@ static int engine__recover(engine_t *eng)
     for (size_t i = 0; i < eng->n_owned; i++) {
         int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(c, eng->topic_state, eng->owned[i], &lo, &hi, 10000);
+            kafka_watermarks(c, eng->topic_state, eng->owned[i], &lo, &hi, 10000);
         if (e) {
             snprintf(err, sizeof(err), "offsets of %s: %s", eng->topic_state, rd_kafka_err2str(e));
             rd_kafka_topic_partition_list_destroy(assign);
@@ -1737,6 +1791,7 @@ void engine_destroy(engine_t *eng)
         rd_kafka_queue_destroy(eng->consumer_queue);
     if (eng->consumer)
         rd_kafka_destroy(eng->consumer);
+    engine__drop_topics(eng);
     if (eng->producer)
         rd_kafka_destroy(eng->producer);
     store_destroy(eng->store);
