@@ -185,10 +185,8 @@ rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr
                                 errstr, errstr_size);
 }
 
-/* A partition just created may have no leader known yet: those answers are retried until the
- * deadline. */
-static rd_kafka_resp_err_t kafka__watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
-                                             int64_t *lo, int64_t *hi, int timeout_ms)
+rd_kafka_resp_err_t kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                     int64_t *lo, int64_t *hi, int timeout_ms)
 {
     int64_t deadline = kafka__now_ms() + timeout_ms;
     for (;;) {
@@ -215,7 +213,7 @@ int kafka_assign_explicit(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts
             continue;
         int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t err =
-            kafka__watermarks(rk, p->topic, p->partition, &lo, &hi, timeout_ms);
+            kafka_watermarks(rk, p->topic, p->partition, &lo, &hi, timeout_ms);
         if (err) {
             snprintf(errstr, errstr_size, "offsets of %s [%d]: %s", p->topic, (int)p->partition,
                      rd_kafka_err2str(err));

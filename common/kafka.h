@@ -64,6 +64,11 @@ rd_kafka_t *kafka_consumer_create(const config_t *cfg, const char *group_id,
  */
 rd_kafka_t *kafka_reader_create(const config_t *cfg, char *errstr, size_t errstr_size);
 
+/* rd_kafka_query_watermark_offsets, except that a partition with no leader known yet (just
+ * created, or its leader moving) is asked again every 100 ms until timeout_ms has passed. */
+rd_kafka_resp_err_t kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                     int64_t *lo, int64_t *hi, int timeout_ms);
+
 /*
  * rd_kafka_assign(parts) with each RD_KAFKA_OFFSET_BEGINNING replaced by the partition's low
  * watermark first (kafka_reader_create says why). 0, or -1 with the reason.

@@ -115,7 +115,7 @@ int rulesync_read(const config_t *cfg, Jrp__V1__RuleSet ***versions, size_t *n, 
     int remaining = 0;
     for (int p = 0; p < parts; p++) {
         int64_t lo = 0, hi = 0;
-        err = rd_kafka_query_watermark_offsets(c, topic, p, &lo, &hi, RULESYNC_TIMEOUT_MS);
+        err = kafka_watermarks(c, topic, p, &lo, &hi, RULESYNC_TIMEOUT_MS);
         if (err) {
             snprintf(errstr, errstr_size, "offsets of %s: %s", topic, rd_kafka_err2str(err));
             rd_kafka_topic_partition_list_destroy(assign);

@@ -61,8 +61,7 @@ static int topicscan__plan(rd_kafka_t *c, const char *topic, int32_t n, const to
         if (o->partition >= 0 && p != o->partition)
             continue;
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(c, topic, p, &lo, &hi, TOPICSCAN_TIMEOUT_MS);
+        rd_kafka_resp_err_t err = kafka_watermarks(c, topic, p, &lo, &hi, TOPICSCAN_TIMEOUT_MS);
         if (err) {
             snprintf(errstr, errstr_size, "offsets of %s [%d]: %s", topic, (int)p,
                      rd_kafka_err2str(err));

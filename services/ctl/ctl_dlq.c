@@ -540,8 +540,7 @@ static int ctl_dlq_find_partition(const config_t *cfg, const char *topic, int64_
         rc = ctl_fail("no topic %s: there are no dead letters", topic);
     for (int32_t p = 0; p < n && !rc; p++) {
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, CTL_DLQ_TIMEOUT_MS);
+        rd_kafka_resp_err_t e = kafka_watermarks(rk, topic, p, &lo, &hi, CTL_DLQ_TIMEOUT_MS);
         if (e) {
             rc = ctl_fail("offsets of %s [%d]: %s", topic, (int)p, rd_kafka_err2str(e));
         } else if (offset >= lo && offset < hi) {

@@ -476,7 +476,7 @@ static int rp_reader_open(replay_t *rp, rp_reader_t *r, const char *topic, int64
     /* Where to stop: the high watermark now, or the first offset at until_ms. */
     for (int32_t p = 0; p < r->n_parts; p++) {
         int64_t lo = 0, hi = 0;
-        kerr = rd_kafka_query_watermark_offsets(r->rk, topic, p, &lo, &hi, REPLAY_CONNECT_MS);
+        kerr = kafka_watermarks(r->rk, topic, p, &lo, &hi, REPLAY_CONNECT_MS);
         if (kerr) {
             ctl_fail("watermarks of %s [%d]: %s", topic, (int)p, rd_kafka_err2str(kerr));
             goto done;

@@ -315,8 +315,7 @@ static int ctl_tail_assign(rd_kafka_t *rk, ctl_tail_t *t, int from_beginning, in
     int rc = 0;
     for (int32_t p = 0; p < t->n_parts; p++) {
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t kerr =
-            rd_kafka_query_watermark_offsets(rk, t->topic, p, &lo, &hi, CTL_TAIL_CONNECT_MS);
+        rd_kafka_resp_err_t kerr = kafka_watermarks(rk, t->topic, p, &lo, &hi, CTL_TAIL_CONNECT_MS);
         if (kerr) {
             rc = ctl_fail("cannot read the offsets of %s [%d]: %s", t->topic, (int)p,
                           rd_kafka_err2str(kerr));
