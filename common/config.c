@@ -4,6 +4,7 @@
  * come from it.
  */
 #include "config.h"
+#include "grow.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -337,14 +338,10 @@ static int config__store(config_t *cfg, const char *key, const char *value)
             return 0;
         }
     }
-    if (cfg->count == cfg->cap) {
-        size_t cap = cfg->cap ? cfg->cap * 2 : 32;
-        config_entry_t *e = realloc(cfg->entries, cap * sizeof(*e));
-        if (!e)
-            return -ENOMEM;
-        cfg->entries = e;
-        cfg->cap = cap;
-    }
+    config_entry_t *e = grow(cfg->entries, &cfg->cap, cfg->count, sizeof(*e), 32);
+    if (!e)
+        return -ENOMEM;
+    cfg->entries = e;
     char *k = strdup(key), *v = strdup(value);
     if (!k || !v) {
         free(k);

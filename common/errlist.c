@@ -2,6 +2,7 @@
  * errlist: an ordered list of validation errors with file, field path, code and message.
  */
 #include "errlist.h"
+#include "grow.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -33,14 +34,10 @@ void errlist_clear(errlist_t *el)
 static int errlist__push(errlist_t *el, const char *file, const char *path, const char *code,
                          const char *msg)
 {
-    if (el->count == el->cap) {
-        size_t cap = el->cap ? el->cap * 2 : 8;
-        errlist_item_t *items = realloc(el->items, cap * sizeof(*items));
-        if (!items)
-            return -ENOMEM;
-        el->items = items;
-        el->cap = cap;
-    }
+    errlist_item_t *items = grow(el->items, &el->cap, el->count, sizeof(*items), 8);
+    if (!items)
+        return -ENOMEM;
+    el->items = items;
     errlist_item_t *it = &el->items[el->count];
     it->file = file ? strdup(file) : NULL;
     it->path = strdup(path ? path : "");

@@ -5,6 +5,7 @@
  * limit and timeout is answered here with the contract's JSON error, after which the connection
  * is shut down and lingers briefly so the client can read the answer before the socket closes.
  */
+#include "grow.h"
 #include "http.h"
 #include "http_internal.h"
 
@@ -534,14 +535,10 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     if (r->last_cb != 'f') {
         if (r->last_cb == 'v' && buf_append(&r->hdrs, "\0", 1))
             return cb_oom(c);
-        if (r->nhdr == r->hdr_cap) {
-            size_t cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
-            http_hdr_t *h = realloc(r->hdr, cap * sizeof *h);
-            if (!h)
-                return cb_oom(c);
-            r->hdr = h;
-            r->hdr_cap = cap;
-        }
+        http_hdr_t *h = grow(r->hdr, &r->hdr_cap, r->nhdr, sizeof *h, 16);
+        if (!h)
+            return cb_oom(c);
+        r->hdr = h;
         r->hdr[r->nhdr].name = r->hdrs.len;
         r->hdr[r->nhdr].value = 0;
         r->nhdr++;

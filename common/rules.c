@@ -5,6 +5,7 @@
  * measures in force, emitting an APPLY for each one missing and a REVOKE for each one no longer
  * due.
  */
+#include "grow.h"
 #include "rules.h"
 
 #include <dirent.h>
@@ -958,14 +959,10 @@ static int rules__measure_applies(const Jrp__V1__MemorandumMeasure *mm, Jrp__V1_
 
 static int rules__due_push(rules_ctx_t *cx, const rules_due_t *d)
 {
-    if (cx->n_due == cx->cap_due) {
-        size_t cap = cx->cap_due ? cx->cap_due * 2 : 16;
-        rules_due_t *nd = realloc(cx->due, cap * sizeof(*nd));
-        if (!nd)
-            return -1;
-        cx->due = nd;
-        cx->cap_due = cap;
-    }
+    rules_due_t *nd = grow(cx->due, &cx->cap_due, cx->n_due, sizeof(*nd), 16);
+    if (!nd)
+        return -1;
+    cx->due = nd;
     cx->due[cx->n_due++] = *d;
     return 0;
 }

@@ -13,6 +13,7 @@
 #include "codec.h"
 #include "ctl.h"
 #include "errlist.h"
+#include "grow.h"
 #include "ids.h"
 #include "kafka.h"
 
@@ -71,14 +72,10 @@ static void ctl_events_batch_free(ctl_events_batch_t *b)
 /* Pack ev and its key into the batch. 0 or -1 (out of memory). */
 static int ctl_events_batch_add(ctl_events_batch_t *b, const Jrp__V1__CreditEvent *ev)
 {
-    if (b->count == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        ctl_events_record_t *items = realloc(b->items, cap * sizeof(*items));
-        if (!items)
-            return -1;
-        b->items = items;
-        b->cap = cap;
-    }
+    ctl_events_record_t *items = grow(b->items, &b->cap, b->count, sizeof(*items), 64);
+    if (!items)
+        return -1;
+    b->items = items;
     /* The codec has checked the subject: type is known and id is valid. */
     const char *id = ev->subject->id;
     size_t key_size = strlen(id) + 16;
