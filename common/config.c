@@ -30,6 +30,9 @@ const config_def_t config_defs[] = {
     {"topic.action_partitions", CONFIG_INT, "1", 0, 10000, NULL,
      "partitions of each credit.actions.<department> jrp creates (0 = as many as credit.events): "
      "every partition costs each engine transaction a request and a marker"},
+    {"topic.decision_partitions", CONFIG_INT, "1", 0, 10000, NULL,
+     "partitions of credit.decisions when jrp creates it (0 = as many as credit.events): every "
+     "partition costs each engine transaction a request and a marker"},
     {"topic.replication_factor", CONFIG_INT, "-1", -1, 32, NULL,
      "replication factor of the topics jrp creates (-1 = the broker's default)"},
     {"log.level", CONFIG_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe level logged"},

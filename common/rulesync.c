@@ -270,6 +270,7 @@ int rulesync_ensure_topics(const config_t *cfg, const char *const *departments, 
     int rc = -1;
     int parts = (int)config_get_int(cfg, "topic.partitions");
     int action_parts = (int)config_get_int(cfg, "topic.action_partitions");
+    int decision_parts = (int)config_get_int(cfg, "topic.decision_partitions");
     int rf = (int)config_get_int(cfg, "topic.replication_factor");
     char names[16][256];
     char(*actions)[256] = calloc(n + 1, sizeof(*actions));
@@ -318,8 +319,10 @@ int rulesync_ensure_topics(const config_t *cfg, const char *const *departments, 
         config_topic(cfg, suffixes[i], names[1 + i], sizeof(names[0]));
         int single = !strcmp(suffixes[i], "rules") || !strcmp(suffixes[i], "tokens");
         int is_compact = single || !strcmp(suffixes[i], "state");
-        specs[ns++] = (kafka_topic_spec_t){names[1 + i], single ? 1 : ev_parts, rf,
-                                           is_compact ? compact : NULL};
+        int n_parts = single ? 1 : ev_parts;
+        if (!strcmp(suffixes[i], "decisions") && decision_parts)
+            n_parts = decision_parts;
+        specs[ns++] = (kafka_topic_spec_t){names[1 + i], n_parts, rf, is_compact ? compact : NULL};
     }
     for (size_t i = 0; i < n; i++) {
         char suffix[128];

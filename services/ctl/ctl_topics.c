@@ -22,7 +22,8 @@ static int ctl_topics_usage(FILE *out, int rc)
 {
     fprintf(out, "usage: jrpctl topics ensure [--department D]...\n\n"
                  "Create the topics jrp uses that do not exist yet, under topic.prefix:\n"
-                 "  events, decisions, alerts, checks, feedback, dlq  topic.partitions each\n"
+                 "  events, alerts, checks, feedback, dlq  topic.partitions each\n"
+                 "  decisions                 topic.decision_partitions (0: as events)\n"
                  "  state                     compacted, as many partitions as events\n"
                  "  rules, tokens             compacted, 1 partition\n"
                  "  actions.<department>      for each department of the active rule set\n"

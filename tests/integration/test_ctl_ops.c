@@ -537,6 +537,24 @@ static void test_rebuild_after_redis_loss(void **state)
 
 /* --- topics ensure --------------------------------------------------------------------------- */
 
+/* topic.decision_partitions = 0: credit.decisions as many as credit.events (a prefix of its own:
+ * an existing topic is never changed). */
+static void test_topics_ensure_decisions_as_events(void **state)
+{
+    (void)state;
+    char *out = out_buf();
+    harness_t *h = harness_create("ops-topics-dec", NULL);
+    ctl_expect(h, 0, out, "topics ensure -o topic.decision_partitions=0");
+    char line[512], topic[256];
+    config_topic(h->cfg, "decisions", topic, sizeof(topic));
+    snprintf(line, sizeof(line), "created  %s (3 partitions)", topic);
+    expect_in(out, line);
+    ctl_expect(h, 1, out, "topics ensure -o topic.decision_partitions=-1");
+    expect_in(out, "topic.decision_partitions");
+    harness_destroy(h);
+    free(out);
+}
+
 static void test_topics_ensure_twice(void **state)
 {
     (void)state;
@@ -554,9 +572,10 @@ static void test_topics_ensure_twice(void **state)
     char line[512], topic[256];
     for (size_t i = 0; i < 10; i++) {
         config_topic(h->cfg, suffixes[i], topic, sizeof(topic));
-        /* rules and tokens: 1; actions: topic.action_partitions, 1 by default */
+        /* rules and tokens: 1; actions and decisions: topic.action_partitions and
+         * topic.decision_partitions, 1 by default */
         int single = !strcmp(suffixes[i], "rules") || !strcmp(suffixes[i], "tokens") ||
-                     !strncmp(suffixes[i], "actions.", 8);
+                     !strncmp(suffixes[i], "actions.", 8) || !strcmp(suffixes[i], "decisions");
         snprintf(line, sizeof(line), "created  %s (%d partitions)", topic, single ? 1 : 3);
         expect_in(out, line);
     }
@@ -715,6 +734,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topics_ensure_twice),
+        cmocka_unit_test(test_topics_ensure_decisions_as_events),
         cmocka_unit_test(test_dlq_list_show_redrive),
         cmocka_unit_test(test_rebuild_after_redis_loss),
         cmocka_unit_test(test_reset_offsets_re_execution),
