@@ -306,6 +306,22 @@ kafka_err_class_t kafka_error_classify(rd_kafka_error_t *error, char *errstr, si
     return c;
 }
 
+kafka_err_class_t kafka_txn_send_offsets(rd_kafka_t *producer,
+                                         const rd_kafka_topic_partition_list_t *offsets,
+                                         const rd_kafka_consumer_group_metadata_t *cgmd,
+                                         int timeout_ms, char *errstr, size_t errstr_size)
+{
+    int64_t deadline = kafka__now_ms() + timeout_ms;
+    kafka_err_class_t c;
+    do {
+        int left = (int)(deadline - kafka__now_ms());
+        c = kafka_error_classify(
+            rd_kafka_send_offsets_to_transaction(producer, offsets, cgmd, left > 0 ? left : 1),
+            errstr, errstr_size);
+    } while (c == KAFKA_ERR_RETRIABLE && kafka__now_ms() < deadline);
+    return c == KAFKA_ERR_RETRIABLE ? KAFKA_ERR_ABORT : c;
+}
+
 kafka_err_class_t kafka_txn_commit_offsets(rd_kafka_t *producer,
                                            const rd_kafka_topic_partition_list_t *offsets,
                                            const rd_kafka_consumer_group_metadata_t *cgmd,
@@ -314,14 +330,9 @@ kafka_err_class_t kafka_txn_commit_offsets(rd_kafka_t *producer,
     int64_t deadline = kafka__now_ms() + timeout_ms;
     kafka_err_class_t c;
     if (offsets && cgmd) {
-        do {
-            int left = (int)(deadline - kafka__now_ms());
-            c = kafka_error_classify(
-                rd_kafka_send_offsets_to_transaction(producer, offsets, cgmd, left > 0 ? left : 1),
-                errstr, errstr_size);
-        } while (c == KAFKA_ERR_RETRIABLE && kafka__now_ms() < deadline);
+        c = kafka_txn_send_offsets(producer, offsets, cgmd, timeout_ms, errstr, errstr_size);
         if (c != KAFKA_ERR_OK)
-            return c == KAFKA_ERR_RETRIABLE ? KAFKA_ERR_ABORT : c;
+            return c;
     }
     do {
         int left = (int)(deadline - kafka__now_ms());

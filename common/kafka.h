@@ -126,6 +126,13 @@ kafka_err_class_t kafka_txn_commit_offsets(rd_kafka_t *producer,
                                            const rd_kafka_consumer_group_metadata_t *cgmd,
                                            int timeout_ms, char *errstr, size_t errstr_size);
 
+/* The first half of kafka_txn_commit_offsets: the input offsets alone, into the open
+ * transaction (retriable errors retried until timeout_ms; KAFKA_ERR_ABORT if they persist). */
+kafka_err_class_t kafka_txn_send_offsets(rd_kafka_t *producer,
+                                         const rd_kafka_topic_partition_list_t *offsets,
+                                         const rd_kafka_consumer_group_metadata_t *cgmd,
+                                         int timeout_ms, char *errstr, size_t errstr_size);
+
 /* Abort the open transaction; KAFKA_ERR_OK or KAFKA_ERR_FATAL. */
 kafka_err_class_t kafka_txn_abort(rd_kafka_t *producer, int timeout_ms, char *errstr,
                                   size_t errstr_size);

@@ -205,6 +205,8 @@ struct engine_s {
         size_t n_items, cap_items;
         subject_ref_t *subjects;
         size_t n_subjects, cap_subjects;
+        outrec_t *out; /* the batch's records: produced by the committer after its offsets */
+        size_t n_out, cap_out;
         size_t actions, dead, dups, lapses;
         uint64_t started_ms;
     } fl;
@@ -628,29 +630,30 @@ fail:
     return -1;
 }
 
-static void engine__outbox_drop(engine_t *eng)
+static void engine__outbox_drop(outrec_t *out, size_t *n_out)
 {
-    for (size_t i = 0; i < eng->n_out; i++) {
-        outrec_t *r = &eng->out[i];
+    for (size_t i = 0; i < *n_out; i++) {
+        outrec_t *r = &out[i];
         if (!r->borrowed)
             free(r->value);
         if (r->hdrs)
             rd_kafka_headers_destroy(r->hdrs);
         free(r->topic);
     }
-    eng->n_out = 0;
+    *n_out = 0;
 }
 
-/* Hand the outbox to the producer, in order, inside the open transaction; waits while the local
- * queue is full. Counts the changelog records whose delivery reports engine__write_redis needs.
- * 0, or -1 (the transaction must abort; the outbox is emptied either way). */
+/* Hand the committing batch's outbox to the producer, in order, inside the open transaction;
+ * waits while the local queue is full. Counts the changelog records whose delivery reports
+ * engine__write_redis needs. 0, or -1 (the transaction must abort; the outbox is emptied either
+ * way). Runs on the committer thread when pipelining. */
 static int engine__flush_outbox(engine_t *eng)
 {
     size_t i = 0;
     int rc = 0;
     eng->dr_pending = 0;
-    for (; i < eng->n_out; i++) {
-        outrec_t *r = &eng->out[i];
+    for (; i < eng->fl.n_out; i++) {
+        outrec_t *r = &eng->fl.out[i];
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__QUEUE_FULL;
         for (int tries = 0; tries < 100 && err == RD_KAFKA_RESP_ERR__QUEUE_FULL; tries++) {
             err = rd_kafka_producev(
@@ -673,7 +676,7 @@ static int engine__flush_outbox(engine_t *eng)
         if (r->opaque)
             eng->dr_pending++;
     }
-    engine__outbox_drop(eng);
+    engine__outbox_drop(eng->fl.out, &eng->fl.n_out);
     return rc;
 }
 
@@ -1112,7 +1115,8 @@ static void engine__forget(engine_t *eng, int rewind)
     eng->fl.n_subjects = 0;
     eng->n_subjects = 0;
     cache_clear(&eng->cache);
-    engine__outbox_drop(eng);
+    engine__outbox_drop(eng->out, &eng->n_out);
+    engine__outbox_drop(eng->fl.out, &eng->fl.n_out);
     engine__drop_items(eng->fl.items, &eng->fl.n_items);
     engine__drop_batch(eng);
     /* Without a rewind the batch would be skipped: stop and let the group redo it. */
@@ -1135,13 +1139,31 @@ static void engine__abort(engine_t *eng, const char *why, int rewind)
 
 /* The committer: commit_transaction waits for every record's acknowledgement, serving the
  * delivery reports (engine__on_delivery) on this thread. */
+/*
+ * The committing batch's transaction, after engine__begin: its input offsets first, then its
+ * records, then the commit. The offsets go first because the broker refuses a transaction's
+ * first requests (CONCURRENT_TRANSACTIONS) until it has written the previous transaction's
+ * markers, and librdkafka 2.0.2 asks again after retry.backoff.ms for AddOffsetsToTxn but after
+ * a fixed 20 ms for AddPartitionsToTxn, which the first record sends (docs/engine.md).
+ */
 static void *engine__committer(void *arg)
 {
     engine_t *eng = arg;
     uint64_t t0 = uv_hrtime();
-    eng->fl.result =
-        kafka_txn_commit_offsets(eng->producer, eng->fl.offsets, eng->fl.cgmd,
-                                 ENGINE_TXN_TIMEOUT_MS, eng->fl.err, sizeof(eng->fl.err));
+    kafka_err_class_t c = KAFKA_ERR_OK;
+    if (eng->fl.offsets)
+        c = kafka_txn_send_offsets(eng->producer, eng->fl.offsets, eng->fl.cgmd,
+                                   ENGINE_TXN_TIMEOUT_MS, eng->fl.err, sizeof(eng->fl.err));
+    if (c != KAFKA_ERR_OK) {
+        engine__outbox_drop(eng->fl.out, &eng->fl.n_out);
+    } else if (engine__flush_outbox(eng)) {
+        c = KAFKA_ERR_ABORT;
+        snprintf(eng->fl.err, sizeof(eng->fl.err), "producing the batch failed");
+    } else {
+        c = kafka_txn_commit_offsets(eng->producer, NULL, NULL, ENGINE_TXN_TIMEOUT_MS, eng->fl.err,
+                                     sizeof(eng->fl.err));
+    }
+    eng->fl.result = c;
     eng->fl.elapsed_ns = uv_hrtime() - t0;
     return NULL;
 }
@@ -1184,6 +1206,9 @@ static void engine__commit_start(engine_t *eng, int with_offsets, int async, siz
     ENGINE_SWAP(eng->fl.subjects, eng->subjects);
     ENGINE_SWAP(eng->fl.n_subjects, eng->n_subjects);
     ENGINE_SWAP(eng->fl.cap_subjects, eng->cap_subjects);
+    ENGINE_SWAP(eng->fl.out, eng->out); /* fl.out was emptied by the last commit */
+    ENGINE_SWAP(eng->fl.n_out, eng->n_out);
+    ENGINE_SWAP(eng->fl.cap_out, eng->cap_out);
     eng->fl.actions = actions;
     eng->fl.dead = dead;
     eng->fl.dups = dups;
@@ -1373,9 +1398,14 @@ static void engine__process_batch(engine_t *eng, int settle)
         uint64_t t0 = uv_hrtime();
         size_t actions = 0, dead = 0, dups = 0;
         int rc = engine__decide(eng, now, &actions, &dead, &dups);
-        uint64_t decide_ns = uv_hrtime() - t0;
+        uint64_t decide_ns = uv_hrtime() - t0, t_wait = uv_hrtime();
+        int was_committing = eng->fl.active;
         if (engine__commit_finish(eng, 1)) /* the batch behind it went with it */
             break;
+        log_debug("batch of %zu events decided in %.1f ms; waited %.1f ms for the commit before "
+                  "it (%.1f ms)",
+                  eng->n_items, (double)decide_ns / 1e6, (double)(uv_hrtime() - t_wait) / 1e6,
+                  was_committing ? (double)eng->fl.elapsed_ns / 1e6 : 0.0);
         if (rc > 0 || eng->needs_recovery) {
             eng->needs_recovery = 1;
             engine__give_back(eng);
@@ -1386,15 +1416,10 @@ static void engine__process_batch(engine_t *eng, int settle)
             engine__forget(eng, 1);
             break;
         }
-        t0 = uv_hrtime();
         if (engine__begin(eng))
             break;
-        if (engine__flush_outbox(eng)) {
-            engine__abort(eng, "producing the batch failed", 1);
-            break;
-        }
         ops_histogram_observe(&eng->stats.stage_seconds[ENGINE_STAGE_DECIDE],
-                              (double)(decide_ns + uv_hrtime() - t0) / 1e9);
+                              (double)decide_ns / 1e9);
         engine__commit_start(eng, 1, 1, actions, dead, dups, 0);
         if (!eng->fl.threaded || eng->stopping || engine__mono_ms() >= eng->yield_at_ms)
             break;
@@ -1490,7 +1515,7 @@ static void engine__process_due(engine_t *eng, int32_t partition)
             store_set_due(eng->store, partition, keys[i], rules_next_due(eng->rules, e->st), err,
                           sizeof(err));
     }
-    if (failed || engine__produce_states(eng) || engine__flush_outbox(eng)) {
+    if (failed || engine__produce_states(eng)) {
         engine__abort(eng, "producing lapses failed", 1);
         goto done;
     }
@@ -1781,8 +1806,10 @@ void engine_destroy(engine_t *eng)
     engine__free_packed(eng->fl.subjects, eng->fl.n_subjects);
     free(eng->fl.subjects);
     engine__free_packed(eng->subjects, eng->n_subjects);
-    engine__outbox_drop(eng);
+    engine__outbox_drop(eng->out, &eng->n_out);
     free(eng->out);
+    engine__outbox_drop(eng->fl.out, &eng->fl.n_out);
+    free(eng->fl.out);
     if (eng->fl.offsets)
         rd_kafka_topic_partition_list_destroy(eng->fl.offsets);
     if (eng->fl.cgmd)
