@@ -306,20 +306,34 @@ kafka_err_class_t kafka_error_classify(rd_kafka_error_t *error, char *errstr, si
     return c;
 }
 
+/* send_offsets_to_transaction (offsets given) or commit_transaction (offsets NULL), retried while
+ * the error is retriable and deadline (kafka__now_ms) has not passed; a retriable error left at
+ * the deadline counts as one to abort on. */
+static kafka_err_class_t kafka__txn_step(rd_kafka_t *producer,
+                                         const rd_kafka_topic_partition_list_t *offsets,
+                                         const rd_kafka_consumer_group_metadata_t *cgmd,
+                                         int64_t deadline, char *errstr, size_t errstr_size)
+{
+    kafka_err_class_t c;
+    do {
+        int left = (int)(deadline - kafka__now_ms());
+        if (left < 1)
+            left = 1;
+        c = kafka_error_classify(
+            offsets ? rd_kafka_send_offsets_to_transaction(producer, offsets, cgmd, left)
+                    : rd_kafka_commit_transaction(producer, left),
+            errstr, errstr_size);
+    } while (c == KAFKA_ERR_RETRIABLE && kafka__now_ms() < deadline);
+    return c == KAFKA_ERR_RETRIABLE ? KAFKA_ERR_ABORT : c;
+}
+
 kafka_err_class_t kafka_txn_send_offsets(rd_kafka_t *producer,
                                          const rd_kafka_topic_partition_list_t *offsets,
                                          const rd_kafka_consumer_group_metadata_t *cgmd,
                                          int timeout_ms, char *errstr, size_t errstr_size)
 {
-    int64_t deadline = kafka__now_ms() + timeout_ms;
-    kafka_err_class_t c;
-    do {
-        int left = (int)(deadline - kafka__now_ms());
-        c = kafka_error_classify(
-            rd_kafka_send_offsets_to_transaction(producer, offsets, cgmd, left > 0 ? left : 1),
-            errstr, errstr_size);
-    } while (c == KAFKA_ERR_RETRIABLE && kafka__now_ms() < deadline);
-    return c == KAFKA_ERR_RETRIABLE ? KAFKA_ERR_ABORT : c;
+    return kafka__txn_step(producer, offsets, cgmd, kafka__now_ms() + timeout_ms, errstr,
+                           errstr_size);
 }
 
 kafka_err_class_t kafka_txn_commit_offsets(rd_kafka_t *producer,
@@ -328,18 +342,13 @@ kafka_err_class_t kafka_txn_commit_offsets(rd_kafka_t *producer,
                                            int timeout_ms, char *errstr, size_t errstr_size)
 {
     int64_t deadline = kafka__now_ms() + timeout_ms;
-    kafka_err_class_t c;
     if (offsets && cgmd) {
-        c = kafka_txn_send_offsets(producer, offsets, cgmd, timeout_ms, errstr, errstr_size);
+        kafka_err_class_t c =
+            kafka__txn_step(producer, offsets, cgmd, deadline, errstr, errstr_size);
         if (c != KAFKA_ERR_OK)
             return c;
     }
-    do {
-        int left = (int)(deadline - kafka__now_ms());
-        c = kafka_error_classify(rd_kafka_commit_transaction(producer, left > 0 ? left : 1), errstr,
-                                 errstr_size);
-    } while (c == KAFKA_ERR_RETRIABLE && kafka__now_ms() < deadline);
-    return c == KAFKA_ERR_RETRIABLE ? KAFKA_ERR_ABORT : c;
+    return kafka__txn_step(producer, NULL, NULL, deadline, errstr, errstr_size);
 }
 
 kafka_err_class_t kafka_txn_commit(rd_kafka_t *producer, rd_kafka_t *consumer, int timeout_ms,

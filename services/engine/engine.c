@@ -1137,11 +1137,11 @@ static void engine__abort(engine_t *eng, const char *why, int rewind)
     engine__forget(eng, rewind);
 }
 
-/* The committer: commit_transaction waits for every record's acknowledgement, serving the
- * delivery reports (engine__on_delivery) on this thread. */
 /*
- * The committing batch's transaction, after engine__begin: its input offsets first, then its
- * records, then the commit. The offsets go first because the broker refuses a transaction's
+ * The committer: the committing batch's transaction, after engine__begin — its input offsets
+ * first, then its records, then commit_transaction, which waits for every record's
+ * acknowledgement, serving the delivery reports (engine__on_delivery) on this thread; all
+ * within ENGINE_TXN_TIMEOUT_MS. The offsets go first because the broker refuses a transaction's
  * first requests (CONCURRENT_TRANSACTIONS) until it has written the previous transaction's
  * markers, and librdkafka 2.0.2 asks again after retry.backoff.ms for AddOffsetsToTxn but after
  * a fixed 20 ms for AddPartitionsToTxn, which the first record sends (docs/engine.md).
@@ -1160,7 +1160,9 @@ static void *engine__committer(void *arg)
         c = KAFKA_ERR_ABORT;
         snprintf(eng->fl.err, sizeof(eng->fl.err), "producing the batch failed");
     } else {
-        c = kafka_txn_commit_offsets(eng->producer, NULL, NULL, ENGINE_TXN_TIMEOUT_MS, eng->fl.err,
+        int64_t spent_ms = (int64_t)((uv_hrtime() - t0) / 1000000);
+        int left = spent_ms < ENGINE_TXN_TIMEOUT_MS ? ENGINE_TXN_TIMEOUT_MS - (int)spent_ms : 1;
+        c = kafka_txn_commit_offsets(eng->producer, NULL, NULL, left, eng->fl.err,
                                      sizeof(eng->fl.err));
     }
     eng->fl.result = c;
@@ -1398,7 +1400,7 @@ static void engine__process_batch(engine_t *eng, int settle)
         uint64_t t0 = uv_hrtime();
         size_t actions = 0, dead = 0, dups = 0;
         int rc = engine__decide(eng, now, &actions, &dead, &dups);
-        uint64_t decide_ns = uv_hrtime() - t0, t_wait = uv_hrtime();
+        uint64_t t_wait = uv_hrtime(), decide_ns = t_wait - t0;
         int was_committing = eng->fl.active;
         if (engine__commit_finish(eng, 1)) /* the batch behind it went with it */
             break;
