@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,7 @@ struct engine_s {
     uint64_t yield_at_ms;      /* engine__mono_ms(): give the loop a turn from then on */
     int kicked;                /* the bridge will call engine__on_consumer_ready again */
     uint64_t batch_seq;
+    uint64_t rebalances; /* rebalance callbacks so far */
     size_t evict_cursor;
     size_t batch_max;
     uint64_t batch_max_ms;
@@ -195,6 +197,7 @@ struct engine_s {
      * records and subjects stay here until the commit's outcome is known. */
     struct {
         int active, threaded;
+        atomic_int done; /* set by the committer as it returns */
         pthread_t thread;
         rd_kafka_topic_partition_list_t *offsets; /* NULL: a lapse transaction */
         rd_kafka_consumer_group_metadata_t *cgmd;
@@ -557,11 +560,13 @@ static void engine__drop_batch(engine_t *eng)
 }
 
 static int engine__commit_finish(engine_t *eng, int rewind);
+static void engine__forget(engine_t *eng, int rewind);
 
 static void engine__on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                  rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     engine_t *eng = opaque;
+    eng->rebalances++;
     /* A transaction still committing settles first (it holds this assignment's offsets); were
      * it to fail, the group's committed offsets are where the next owner starts anyway. */
     (void)engine__commit_finish(eng, 0);
@@ -579,13 +584,16 @@ static void engine__on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         eng->paused = 1;
         eng->needs_recovery = 1;
     } else {
-        /* Records not yet committed go back to the group; the new owner redoes them. */
-        engine__drop_batch(eng);
-        cache_clear(&eng->cache);
+        /* Records not yet committed go back to the group, and a batch decided but not begun
+         * with them; the new owner redoes them. */
+        size_t taken = eng->n_items, decided = eng->n_out;
+        engine__forget(eng, 0);
         free(eng->owned);
         eng->owned = NULL;
         eng->n_owned = 0;
-        log_info("partitions revoked (%s)", rd_kafka_err2str(err));
+        log_info("partitions revoked (%s); %zu events not yet committed go back to the group "
+                 "(%zu records decided for them dropped)",
+                 rd_kafka_err2str(err), taken, decided);
         rd_kafka_assign(rk, NULL);
     }
 }
@@ -933,12 +941,13 @@ static int engine__redis_lost(engine_t *eng)
 }
 
 /*
- * Find every subject of the batch in the cache, loading the rest from Redis in one round trip
- * that also checks, after the loads, that every owned partition is still marked ready (a flush
- * between could otherwise go unnoticed). Subjects with no state anywhere start empty. 0, or -1
- * when Redis is unreachable or lost the cache of a partition (recovery must run first).
+ * Find every subject of the batch's records from index from on (keys[i - from] is record i's) in
+ * the cache, loading the rest from Redis in one round trip that also checks, after the loads,
+ * that every owned partition is still marked ready (a flush between could otherwise go
+ * unnoticed). Subjects with no state anywhere start empty. 0, or -1 when Redis is unreachable or
+ * lost the cache of a partition (recovery must run first).
  */
-static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
+static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX], size_t from)
 {
     char err[512];
     const char **missing = calloc(eng->n_items + 1, sizeof(char *));
@@ -950,20 +959,21 @@ static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
     int rc = -1;
     if (!missing || !missing_part || !ready)
         goto done;
-    eng->batch_seq++;
-    for (size_t i = 0; i < eng->n_items; i++) {
+    if (from == 0)
+        eng->batch_seq++; /* records added to a decided batch are the same batch */
+    for (size_t i = from; i < eng->n_items; i++) {
         if (!eng->items[i].ev)
             continue;
-        cache_entry_t *hit = cache_get(&eng->cache, keys[i]);
+        cache_entry_t *hit = cache_get(&eng->cache, keys[i - from]);
         if (hit) {
             hit->batch = eng->batch_seq;
             continue;
         }
         size_t j;
-        for (j = 0; j < n_missing && strcmp(missing[j], keys[i]); j++)
+        for (j = 0; j < n_missing && strcmp(missing[j], keys[i - from]); j++)
             ;
         if (j == n_missing) {
-            missing[n_missing] = keys[i];
+            missing[n_missing] = keys[i - from];
             missing_part[n_missing++] = eng->items[i].m->partition;
         }
     }
@@ -1002,11 +1012,12 @@ static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX])
             e->batch = eng->batch_seq;
         }
     }
-    eng->n_subjects = 0;
-    for (size_t i = 0; i < eng->n_items; i++) {
+    if (from == 0)
+        eng->n_subjects = 0;
+    for (size_t i = from; i < eng->n_items; i++) {
         if (!eng->items[i].ev)
             continue;
-        cache_entry_t *e = cache_get(&eng->cache, keys[i]);
+        cache_entry_t *e = cache_get(&eng->cache, keys[i - from]);
         if (!e || engine__subject_index(eng, e, &eng->items[i].subject))
             goto done;
     }
@@ -1167,6 +1178,7 @@ static void *engine__committer(void *arg)
     }
     eng->fl.result = c;
     eng->fl.elapsed_ns = uv_hrtime() - t0;
+    atomic_store(&eng->fl.done, 1);
     return NULL;
 }
 
@@ -1218,6 +1230,7 @@ static void engine__commit_start(engine_t *eng, int with_offsets, int async, siz
     eng->fl.started_ms = eng->batch_started_ms;
     eng->batch_started_ms = 0;
     eng->fl.active = 1;
+    atomic_store(&eng->fl.done, 0);
     eng->fl.threaded = async && eng->pipeline &&
                        pthread_create(&eng->fl.thread, NULL, engine__committer, eng) == 0;
     if (!eng->fl.threaded)
@@ -1309,25 +1322,27 @@ static int engine__take(engine_t *eng, rd_kafka_message_t *m)
 }
 
 /*
- * Decide the collected batch into the outbox: no producer call, so the previous batch's
- * transaction may be committing meanwhile. Subjects' states are changed in place. 0 decided,
- * 1 not decided (Redis could not resolve the subjects), -1 failed (out of memory).
+ * Decide the batch's records from index from on into the outbox: no producer call, so the
+ * previous batch's transaction may be committing meanwhile. Subjects' states are changed in
+ * place; their changelog records are made once the batch is complete (engine__produce_states).
+ * 0 decided, 1 not decided (Redis could not resolve the subjects), -1 failed (out of memory).
  */
-static int engine__decide(engine_t *eng, int64_t now, size_t *actions, size_t *dead, size_t *dups)
+static int engine__decide(engine_t *eng, size_t from, int64_t now, size_t *actions, size_t *dead,
+                          size_t *dups)
 {
-    char(*keys)[ENGINE_KEY_MAX] = calloc(eng->n_items, ENGINE_KEY_MAX);
+    char(*keys)[ENGINE_KEY_MAX] = calloc(eng->n_items - from + 1, ENGINE_KEY_MAX);
     if (!keys)
         return -1;
-    for (size_t i = 0; i < eng->n_items; i++)
-        engine__decode(&eng->items[i], keys[i], ENGINE_KEY_MAX);
-    if (engine__resolve_subjects(eng, keys)) {
+    for (size_t i = from; i < eng->n_items; i++)
+        engine__decode(&eng->items[i], keys[i - from], ENGINE_KEY_MAX);
+    if (engine__resolve_subjects(eng, keys, from)) {
         free(keys);
         return 1;
     }
     rules_result_t res;
     rules_result_init(&res);
     int failed = 0;
-    for (size_t i = 0; i < eng->n_items && !failed; i++) {
+    for (size_t i = from; i < eng->n_items && !failed; i++) {
         item_t *it = &eng->items[i];
         char tp[128];
         const char *traceparent = engine__traceparent(it->m, tp, sizeof(tp));
@@ -1355,20 +1370,18 @@ static int engine__decide(engine_t *eng, int64_t now, size_t *actions, size_t *d
         int changed = res.state_changed;
         if (res.outcome == JRP__V1__DECISION_OUTCOME__DECISION_OUTCOME_DUPLICATE)
             (*dups)++;
-        else if (engine__escalate(eng, keys[i], ref->entry->st, now, &changed))
+        else if (engine__escalate(eng, keys[i - from], ref->entry->st, now, &changed))
             failed = 1;
-        failed =
-            failed || engine__produce_actions(eng, keys[i], &res, traceparent) ||
-            engine__produce_decision(eng, keys[i], it->ev->event_id, it->ev->kind, it->ev->subject,
-                                     &res, it->m->partition, it->m->offset, now, traceparent);
+        failed = failed || engine__produce_actions(eng, keys[i - from], &res, traceparent) ||
+                 engine__produce_decision(eng, keys[i - from], it->ev->event_id, it->ev->kind,
+                                          it->ev->subject, &res, it->m->partition, it->m->offset,
+                                          now, traceparent);
         ref->dirty |= changed;
         *actions += res.n_actions;
     }
     rules_result_clear(&res);
     free(keys);
-    if (failed || engine__produce_states(eng))
-        return -1;
-    return 0;
+    return failed ? -1 : 0;
 }
 
 /* Not ready (no rules, Redis behind): give the records back, forgetting any state they
@@ -1377,6 +1390,43 @@ static void engine__give_back(engine_t *eng)
 {
     engine__forget(eng, 1);
     engine__pause(eng, 1);
+}
+
+/* Take the records waiting (after waiting up to ms for the first), up to engine.batch_max. */
+static void engine__take_some(engine_t *eng, int ms)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(eng->consumer, ms);
+    while (m && !engine__take(eng, m) && eng->n_items < eng->batch_max)
+        m = rd_kafka_consumer_poll(eng->consumer, 0);
+}
+
+/*
+ * While the transaction before this batch commits, take the records that arrive and decide them
+ * into this batch as they come (up to engine.batch_max): they then go with this batch's commit
+ * rather than wait for it and then for one of their own, and the committer finds the batch
+ * decided as soon as it is free. Returns when that commit is done (the caller collects its
+ * outcome), with engine__decide's result; a rebalance meanwhile is the caller's to notice.
+ */
+static int engine__decide_more(engine_t *eng, size_t *actions, size_t *dead, size_t *dups,
+                               uint64_t *decide_ns)
+{
+    uint64_t gen = eng->rebalances;
+    while (eng->fl.active && !atomic_load(&eng->fl.done) && !eng->failed && !eng->stopping &&
+           eng->rebalances == gen && !eng->needs_recovery) {
+        if (eng->n_items >= eng->batch_max)
+            return 0; /* full: the caller waits for the commit */
+        size_t from = eng->n_items;
+        /* The wait: 1 ms at most, so that the commit's end is noticed within about that. */
+        engine__take_some(eng, 1);
+        if (eng->n_items == from || eng->rebalances != gen || eng->failed)
+            continue;
+        uint64_t t0 = uv_hrtime();
+        int rc = engine__decide(eng, from, engine__wall_ms(), actions, dead, dups);
+        *decide_ns += uv_hrtime() - t0;
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /*
@@ -1396,18 +1446,33 @@ static void engine__process_batch(engine_t *eng, int settle)
                 engine__give_back(eng);
             break;
         }
-        int64_t now = engine__wall_ms();
         uint64_t t0 = uv_hrtime();
         size_t actions = 0, dead = 0, dups = 0;
-        int rc = engine__decide(eng, now, &actions, &dead, &dups);
-        uint64_t t_wait = uv_hrtime(), decide_ns = t_wait - t0;
+        int rc = engine__decide(eng, 0, engine__wall_ms(), &actions, &dead, &dups);
+        uint64_t decide_ns = uv_hrtime() - t0;
+        size_t first = eng->n_items;
         int was_committing = eng->fl.active;
+        if (rc == 0 && was_committing && eng->fl.threaded) {
+            uint64_t gen = eng->rebalances;
+            rc = engine__decide_more(eng, &actions, &dead, &dups, &decide_ns);
+            if (eng->rebalances != gen || eng->failed) {
+                /* The partitions went (the batch with them) or came: start again from the
+                 * group's committed offsets. */
+                if (!eng->failed)
+                    engine__forget(eng, 1);
+                break;
+            }
+        }
+        uint64_t t_wait = uv_hrtime();
         if (engine__commit_finish(eng, 1)) /* the batch behind it went with it */
             break;
-        log_debug("batch of %zu events decided in %.1f ms; waited %.1f ms for the commit before "
-                  "it (%.1f ms)",
-                  eng->n_items, (double)decide_ns / 1e6, (double)(uv_hrtime() - t_wait) / 1e6,
+        log_debug("batch of %zu events (%zu of them taken while the commit before ran) decided in "
+                  "%.1f ms; then waited %.1f ms for that commit (%.1f ms)",
+                  eng->n_items, eng->n_items - first, (double)decide_ns / 1e6,
+                  (double)(uv_hrtime() - t_wait) / 1e6,
                   was_committing ? (double)eng->fl.elapsed_ns / 1e6 : 0.0);
+        if (rc == 0 && engine__produce_states(eng))
+            rc = -1;
         if (rc > 0 || eng->needs_recovery) {
             eng->needs_recovery = 1;
             engine__give_back(eng);
@@ -1425,11 +1490,17 @@ static void engine__process_batch(engine_t *eng, int settle)
         engine__commit_start(eng, 1, 1, actions, dead, dups, 0);
         if (!eng->fl.threaded || eng->stopping || engine__mono_ms() >= eng->yield_at_ms)
             break;
-        /* Take what is waiting, without waiting for more. */
-        while (eng->n_items < eng->batch_max && !eng->failed) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(eng->consumer, 0);
-            if (!m || engine__take(eng, m))
+        /* Take what is waiting, and what arrives while this commit runs: the next batch,
+         * decided behind it. Nothing by the time the commit ends: settle it below. */
+        uint64_t gen = eng->rebalances;
+        for (int ms = 0; eng->n_items == 0 && !eng->failed && eng->rebalances == gen; ms = 1) {
+            if (ms && (!settle || atomic_load(&eng->fl.done)))
                 break;
+            engine__take_some(eng, ms);
+        }
+        if (eng->rebalances != gen && !eng->failed) {
+            engine__forget(eng, 1); /* as in engine__decide_more */
+            break;
         }
     }
     if (settle || eng->failed || !eng->fl.threaded)
