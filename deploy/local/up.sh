@@ -114,9 +114,13 @@ format_kafka() {
 }
 
 # The heap: 512 MB ran out (OutOfMemoryError, broker shut itself down) once the tests and
-# benchmarks had left ~15,000 partitions behind; JRP_KAFKA_HEAP overrides.
+# benchmarks had left ~15,000 partitions behind; JRP_KAFKA_HEAP overrides. The collector settings
+# are Kafka's own (bin/kafka-run-class.sh); JRP_KAFKA_GC overrides them.
+KAFKA_GC_DEFAULT="-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+-XX:+ExplicitGCInvokesConcurrent"
 start_kafka() {
-    setsid java -Xms256m -Xmx"${JRP_KAFKA_HEAP:-1g}" -XX:+UseG1GC \
+    # shellcheck disable=SC2086 # JRP_KAFKA_GC is a list of options
+    setsid java -Xms256m -Xmx"${JRP_KAFKA_HEAP:-1g}" ${JRP_KAFKA_GC:-$KAFKA_GC_DEFAULT} \
         -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.yaml" \
         -cp "$JARS/*" kafka.Kafka "$KAFKA_CONF" >"$KAFKA_LOG" 2>&1 </dev/null &
     STARTED_KAFKA=$!
