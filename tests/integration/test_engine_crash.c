@@ -2,7 +2,8 @@
  * Crash test: 20,000 listing events while jrp-engine is killed with SIGKILL at random moments
  * five times and restarted each time. The committed actions must equal those of an uninterrupted
  * run (computed here with the same matcher and rule set): none missing, none twice. Then the
- * Redis-loss test: FLUSHALL mid-run, and later delistings still revoke exactly what was applied.
+ * Redis-loss test: FLUSHALL mid-run, and later delistings still revoke exactly what was applied;
+ * and the rebalance test: a second engine joins the group mid-run and later leaves it.
  */
 #include <hiredis/hiredis.h>
 #include <setjmp.h>
@@ -119,6 +120,21 @@ static void send_rounds(harness_t *h, int from, int to, int64_t t0)
         for (int s = 0; s < SUBJECTS; s++)
             evs[k++] = story_event(s, r, t0);
     harness_send(h, evs, n);
+    for (size_t i = 0; i < n; i++)
+        jrp__v1__credit_event__free_unpacked(evs[i], NULL);
+    free(evs);
+}
+
+/* The same events as a steady stream of per_second events a second, which the engine keeps up
+ * with: its batches are decided while the transaction before commits. */
+static void send_rounds_paced(harness_t *h, int from, int to, int64_t t0, int per_second)
+{
+    size_t n = (size_t)(to - from) * SUBJECTS, k = 0;
+    Jrp__V1__CreditEvent **evs = calloc(n, sizeof(*evs));
+    for (int r = from; r < to; r++)
+        for (int s = 0; s < SUBJECTS; s++)
+            evs[k++] = story_event(s, r, t0);
+    harness_send_paced(h, evs, n, per_second);
     for (size_t i = 0; i < n; i++)
         jrp__v1__credit_event__free_unpacked(evs[i], NULL);
     free(evs);
@@ -298,11 +314,98 @@ static void test_redis_flushall_mid_run(void **state)
     harness_destroy(h);
 }
 
+/* Start a second jrp-engine in the same group, as instance <name>-b (its own transactional id). */
+static pid_t start_second_engine(harness_t *h, char *log_path, size_t size)
+{
+    char instance[160];
+    snprintf(instance, sizeof(instance), "%s-b", h->name);
+    snprintf(log_path, size, "%s.b", h->engine_log);
+    setenv("JRP_ENGINE_INSTANCE", instance, 1); /* the child's configuration: JRP_* apply */
+    pid_t pid = harness_service_start(h, "jrp-engine", log_path, (const char *)NULL);
+    unsetenv("JRP_ENGINE_INSTANCE");
+    return pid;
+}
+
+/* How many lines of the log at path contain needle. */
+static int log_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+static void test_rebalance_mid_run(void **state)
+{
+    (void)state;
+    harness_t *h = harness_create("rebal", NULL);
+    harness_load_rules(h, NULL);
+    int64_t t0 = harness_now_ms();
+    send_rounds(h, 0, 2, t0);
+    harness_engine_start(h);
+    assert_int_equal(harness_wait_decisions(h, 2 * SUBJECTS, 300000), 2 * SUBJECTS);
+    /* A second engine joins while events stream in at a pace the engine keeps up with: its
+     * batches are decided while the one before commits, and the group revokes every partition
+     * (eager assignment) in the middle of that, then splits them between the two. */
+    char log_b[300];
+    pid_t b = start_second_engine(h, log_b, sizeof(log_b));
+    send_rounds_paced(h, 2, 4, t0, 1500);
+    /* It leaves once it has decided events of its own (SIGTERM; a static member's partitions
+     * move to the first engine once its session times out, 10 s, while the stream goes on). */
+    int port_b = harness_log_port(h, log_b, 30000);
+    assert_true(port_b > 0);
+    long long events_b = 0;
+    for (int64_t until = harness_now_ms() + 120000; events_b == 0; usleep(100000)) {
+        char body[65536];
+        if (harness_http_get(port_b, "/metrics", body, sizeof(body)) == 200) {
+            const char *p = strstr(body, "\njrp_engine_events_total ");
+            events_b = p ? atoll(p + strlen("\njrp_engine_events_total ")) : 0;
+        }
+        if (harness_now_ms() > until)
+            fail_msg("the second engine decided nothing within 120 s");
+    }
+    harness_records_t now;
+    harness_read(h, "decisions", NULL, 0, 300, 60000, &now);
+    size_t at = now.n;
+    harness_records_free(&now, NULL);
+    print_message("second engine leaves after %zu decisions (%lld of them its own)\n", at,
+                  events_b);
+    assert_int_equal(harness_service_stop(b, SIGTERM), 0);
+    send_rounds_paced(h, 4, ROUNDS, t0, 300);
+    size_t total = (size_t)SUBJECTS * ROUNDS;
+    assert_int_equal(harness_wait_decisions(h, total, 600000), total);
+    harness_records_t all;
+    harness_read(h, "decisions", NULL, total, 3000, 60000, &all);
+    assert_int_equal(all.n, total); /* each event decided once: none lost, none twice */
+    harness_records_free(&all, NULL);
+    int revoked = log_lines(h->engine_log, "partitions revoked");
+    print_message("the first engine had its partitions revoked %d times\n", revoked);
+    assert_true(revoked >= 2); /* when the second joined, and when it had left */
+
+    Jrp__V1__SubjectState **states = calloc(SUBJECTS, sizeof(*states));
+    idset_t expected = {0}, got = {0};
+    expected_actions(t0, 0, ROUNDS, &expected, states);
+    committed_actions(h, expected.n, &got);
+    compare(&expected, &got);
+    free(expected.ids);
+    free(got.ids);
+    free_states(states);
+    assert_int_equal(harness_engine_signal(h, SIGTERM), 0);
+    harness_destroy(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_nine_five_times),
         cmocka_unit_test(test_redis_flushall_mid_run),
+        cmocka_unit_test(test_rebalance_mid_run),
     };
+    if (getenv("JRP_TEST_FILTER")) /* e.g. JRP_TEST_FILTER=test_rebalance* : one test alone */
+        cmocka_set_test_filter(getenv("JRP_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -62,6 +62,8 @@ int harness_http_get_headers(int port, const char *path, const char *headers, ch
                              size_t out_size);
 /* Produce events as protobuf, keyed by subject key (murmur2), and wait for acknowledgement. */
 void harness_send(harness_t *h, Jrp__V1__CreditEvent **events, size_t n);
+/* The same at per_second events a second, from one producer: a steady stream. */
+void harness_send_paced(harness_t *h, Jrp__V1__CreditEvent **events, size_t n, int per_second);
 /* Produce raw bytes with a key to the events topic (for dead-letter tests). */
 void harness_send_raw(harness_t *h, const char *key, const void *value, size_t len);
 
