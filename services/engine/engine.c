@@ -950,8 +950,8 @@ static int engine__redis_lost(engine_t *eng)
 static int engine__resolve_subjects(engine_t *eng, char (*keys)[ENGINE_KEY_MAX], size_t from)
 {
     char err[512];
-    const char **missing = calloc(eng->n_items + 1, sizeof(char *));
-    int32_t *missing_part = calloc(eng->n_items + 1, sizeof(int32_t));
+    const char **missing = calloc(eng->n_items - from + 1, sizeof(char *));
+    int32_t *missing_part = calloc(eng->n_items - from + 1, sizeof(int32_t));
     int *ready = calloc(eng->n_owned + 1, sizeof(int));
     size_t n_missing = 0;
     Jrp__V1__SubjectState **loaded = NULL;
@@ -1429,6 +1429,19 @@ static int engine__decide_more(engine_t *eng, size_t *actions, size_t *dead, siz
     return 0;
 }
 
+/* A rebalance since gen took the partitions (the batch with them) or brought new ones: forget
+ * what is left and start again from the group's committed offsets. 1 if so, or after a fatal
+ * error; 0 to go on. */
+static int engine__rebalanced(engine_t *eng, uint64_t gen)
+{
+    if (eng->failed)
+        return 1;
+    if (eng->rebalances == gen)
+        return 0;
+    engine__forget(eng, 1);
+    return 1;
+}
+
 /*
  * Decide and commit the collected batch. With engine.pipeline, once a batch's transaction is
  * committing, the records already waiting are taken and decided behind it; their own
@@ -1446,6 +1459,7 @@ static void engine__process_batch(engine_t *eng, int settle)
                 engine__give_back(eng);
             break;
         }
+        uint64_t gen = eng->rebalances; /* only the consumer polls below can change it */
         uint64_t t0 = uv_hrtime();
         size_t actions = 0, dead = 0, dups = 0;
         int rc = engine__decide(eng, 0, engine__wall_ms(), &actions, &dead, &dups);
@@ -1453,15 +1467,9 @@ static void engine__process_batch(engine_t *eng, int settle)
         size_t first = eng->n_items;
         int was_committing = eng->fl.active;
         if (rc == 0 && was_committing && eng->fl.threaded) {
-            uint64_t gen = eng->rebalances;
             rc = engine__decide_more(eng, &actions, &dead, &dups, &decide_ns);
-            if (eng->rebalances != gen || eng->failed) {
-                /* The partitions went (the batch with them) or came: start again from the
-                 * group's committed offsets. */
-                if (!eng->failed)
-                    engine__forget(eng, 1);
+            if (engine__rebalanced(eng, gen))
                 break;
-            }
         }
         uint64_t t_wait = uv_hrtime();
         if (engine__commit_finish(eng, 1)) /* the batch behind it went with it */
@@ -1492,16 +1500,13 @@ static void engine__process_batch(engine_t *eng, int settle)
             break;
         /* Take what is waiting, and what arrives while this commit runs: the next batch,
          * decided behind it. Nothing by the time the commit ends: settle it below. */
-        uint64_t gen = eng->rebalances;
         for (int ms = 0; eng->n_items == 0 && !eng->failed && eng->rebalances == gen; ms = 1) {
             if (ms && (!settle || atomic_load(&eng->fl.done)))
                 break;
             engine__take_some(eng, ms);
         }
-        if (eng->rebalances != gen && !eng->failed) {
-            engine__forget(eng, 1); /* as in engine__decide_more */
+        if (engine__rebalanced(eng, gen))
             break;
-        }
     }
     if (settle || eng->failed || !eng->fl.threaded)
         (void)engine__commit_finish(eng, 1);
