@@ -202,6 +202,38 @@ static void free_states(Jrp__V1__SubjectState **states)
     free(states);
 }
 
+/* How many decisions are committed now. */
+static size_t decisions_now(harness_t *h)
+{
+    harness_records_t now;
+    harness_read(h, "decisions", NULL, 0, 300, 60000, &now);
+    size_t n = now.n;
+    harness_records_free(&now, NULL);
+    return n;
+}
+
+/*
+ * After the whole run was decided: each event was decided once (none lost, none twice), and the
+ * committed actions are exactly those of an uninterrupted run. Returns the subjects' states after
+ * that run (free_states).
+ */
+static Jrp__V1__SubjectState **check_run(harness_t *h, int64_t t0)
+{
+    size_t total = (size_t)SUBJECTS * ROUNDS;
+    harness_records_t all;
+    harness_read(h, "decisions", NULL, total, 3000, 60000, &all);
+    assert_int_equal(all.n, total);
+    harness_records_free(&all, NULL);
+    Jrp__V1__SubjectState **states = calloc(SUBJECTS, sizeof(*states));
+    idset_t expected = {0}, got = {0};
+    expected_actions(t0, 0, ROUNDS, &expected, states);
+    committed_actions(h, expected.n, &got);
+    compare(&expected, &got);
+    free(expected.ids);
+    free(got.ids);
+    return states;
+}
+
 static void test_kill_nine_five_times(void **state)
 {
     (void)state;
@@ -215,11 +247,7 @@ static void test_kill_nine_five_times(void **state)
         /* Kill while the engine is working: once it has committed something since it was
          * (re)started, after a random further delay (mid-batch, mid-commit or in between). An
          * engine that has run out of work (nothing new within 15 s) is killed idle. */
-        harness_records_t now;
-        harness_read(h, "decisions", NULL, 0, 300, 60000, &now);
-        size_t seen = now.n;
-        harness_records_free(&now, NULL);
-        seen = harness_wait_decisions(h, seen + 1, 15000);
+        size_t seen = harness_wait_decisions(h, decisions_now(h) + 1, 15000);
         usleep((useconds_t)(rand() % 1500000));
         print_message("kill -9 #%d after %zu committed decisions\n", k + 1, seen);
         assert_int_equal(harness_engine_signal(h, SIGKILL), 128 + SIGKILL);
@@ -231,19 +259,7 @@ static void test_kill_nine_five_times(void **state)
     }
     size_t total = (size_t)SUBJECTS * ROUNDS;
     assert_int_equal(harness_wait_decisions(h, total, 600000), total);
-    harness_records_t all;
-    harness_read(h, "decisions", NULL, total, 3000, 60000, &all);
-    assert_int_equal(all.n, total); /* each event decided once: none lost, none twice */
-    harness_records_free(&all, NULL);
-
-    Jrp__V1__SubjectState **states = calloc(SUBJECTS, sizeof(*states));
-    idset_t expected = {0}, got = {0};
-    expected_actions(t0, 0, ROUNDS, &expected, states);
-    committed_actions(h, expected.n, &got);
-    compare(&expected, &got);
-    free(expected.ids);
-    free(got.ids);
-    free_states(states);
+    free_states(check_run(h, t0));
     assert_int_equal(harness_engine_signal(h, SIGTERM), 0);
 
     /* The auditors' replay of the whole period agrees with every recorded decision, kills and
@@ -292,23 +308,13 @@ static void test_redis_flushall_mid_run(void **state)
     print_message("FLUSHALL after %zu of %d decisions\n", at, ROUNDS * SUBJECTS);
     assert_true(at < (size_t)ROUNDS * SUBJECTS); /* really mid-run */
     assert_int_equal(harness_wait_decisions(h, ROUNDS * SUBJECTS, 300000), ROUNDS * SUBJECTS);
-    harness_records_t all;
-    harness_read(h, "decisions", NULL, ROUNDS * SUBJECTS, 3000, 60000, &all);
-    assert_int_equal(all.n, ROUNDS * SUBJECTS);
-    harness_records_free(&all, NULL);
-    Jrp__V1__SubjectState **states = calloc(SUBJECTS, sizeof(*states));
-    idset_t expected = {0}, got = {0};
-    expected_actions(t0, 0, ROUNDS, &expected, states);
-    committed_actions(h, expected.n, &got);
-    compare(&expected, &got);
+    Jrp__V1__SubjectState **states = check_run(h, t0);
     /* And every APPLY was lifted exactly once in the end: nothing remains in force but the
      * incentives of the red listing. */
     for (int s = 0; s < SUBJECTS; s++)
         for (size_t i = 0; i < states[s]->n_measures; i++)
             assert_int_equal(states[s]->measures[i]->measure_kind,
                              JRP__V1__MEASURE_KIND__MEASURE_KIND_INCENTIVE);
-    free(expected.ids);
-    free(got.ids);
     free_states(states);
     assert_int_equal(harness_engine_signal(h, SIGTERM), 0);
     harness_destroy(h);
@@ -368,32 +374,17 @@ static void test_rebalance_mid_run(void **state)
         if (harness_now_ms() > until)
             fail_msg("the second engine decided nothing within 120 s");
     }
-    harness_records_t now;
-    harness_read(h, "decisions", NULL, 0, 300, 60000, &now);
-    size_t at = now.n;
-    harness_records_free(&now, NULL);
+    size_t at = decisions_now(h);
     print_message("second engine leaves after %zu decisions (%lld of them its own)\n", at,
                   events_b);
     assert_int_equal(harness_service_stop(b, SIGTERM), 0);
     send_rounds_paced(h, 4, ROUNDS, t0, 300);
     size_t total = (size_t)SUBJECTS * ROUNDS;
     assert_int_equal(harness_wait_decisions(h, total, 600000), total);
-    harness_records_t all;
-    harness_read(h, "decisions", NULL, total, 3000, 60000, &all);
-    assert_int_equal(all.n, total); /* each event decided once: none lost, none twice */
-    harness_records_free(&all, NULL);
+    free_states(check_run(h, t0));
     int revoked = log_lines(h->engine_log, "partitions revoked");
     print_message("the first engine had its partitions revoked %d times\n", revoked);
     assert_true(revoked >= 2); /* when the second joined, and when it had left */
-
-    Jrp__V1__SubjectState **states = calloc(SUBJECTS, sizeof(*states));
-    idset_t expected = {0}, got = {0};
-    expected_actions(t0, 0, ROUNDS, &expected, states);
-    committed_actions(h, expected.n, &got);
-    compare(&expected, &got);
-    free(expected.ids);
-    free(got.ids);
-    free_states(states);
     assert_int_equal(harness_engine_signal(h, SIGTERM), 0);
     harness_destroy(h);
 }

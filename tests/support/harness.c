@@ -327,14 +327,19 @@ static void harness__produce(rd_kafka_t *rk, const char *topic, const char *key,
     }
 }
 
-void harness_send(harness_t *h, Jrp__V1__CreditEvent **events, size_t n)
+/* harness_send and harness_send_paced: per_second 0 is as fast as the producer takes them. */
+static void harness__send(harness_t *h, Jrp__V1__CreditEvent **events, size_t n, int per_second)
 {
     int failures = 0;
     rd_kafka_t *rk = harness__producer(h, &failures);
     char topic[256], key[256];
     config_topic(h->cfg, "events", topic, sizeof(topic));
     uint8_t buf[4096];
+    int64_t start = harness_now_ms();
     for (size_t i = 0; i < n; i++) {
+        /* Event i is due at start + i / per_second. */
+        while (per_second > 0 && harness_now_ms() < start + (int64_t)i * 1000 / per_second)
+            rd_kafka_poll(rk, 1);
         size_t len = jrp__v1__credit_event__get_packed_size(events[i]);
         assert_true(len <= sizeof(buf));
         jrp__v1__credit_event__pack(events[i], buf);
@@ -347,29 +352,14 @@ void harness_send(harness_t *h, Jrp__V1__CreditEvent **events, size_t n)
     rd_kafka_destroy(rk);
 }
 
+void harness_send(harness_t *h, Jrp__V1__CreditEvent **events, size_t n)
+{
+    harness__send(h, events, n, 0);
+}
+
 void harness_send_paced(harness_t *h, Jrp__V1__CreditEvent **events, size_t n, int per_second)
 {
-    int failures = 0;
-    rd_kafka_t *rk = harness__producer(h, &failures);
-    char topic[256], key[256];
-    config_topic(h->cfg, "events", topic, sizeof(topic));
-    uint8_t buf[4096];
-    int64_t start = harness_now_ms();
-    for (size_t i = 0; i < n; i++) {
-        /* Event i is due at start + i / per_second. */
-        int64_t due = start + (int64_t)i * 1000 / per_second;
-        while (harness_now_ms() < due)
-            rd_kafka_poll(rk, 1);
-        size_t len = jrp__v1__credit_event__get_packed_size(events[i]);
-        assert_true(len <= sizeof(buf));
-        jrp__v1__credit_event__pack(events[i], buf);
-        assert_true(ids_subject_key((ids_subject_type_t)events[i]->subject->type,
-                                    events[i]->subject->id, key, sizeof(key)) > 0);
-        harness__produce(rk, topic, key, buf, len);
-    }
-    assert_int_equal(rd_kafka_flush(rk, 30000), 0);
-    assert_int_equal(failures, 0);
-    rd_kafka_destroy(rk);
+    harness__send(h, events, n, per_second);
 }
 
 void harness_send_raw(harness_t *h, const char *key, const void *value, size_t len)
